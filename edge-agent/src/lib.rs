@@ -1,0 +1,1 @@
+//! The Sitepilot edge agent.

@@ -1,0 +1,17 @@
+//! The shared language of Sitepilot: what the edge agent, the cloud hub, the simulators
+//! and the tests all speak. Pure and deterministic: no tokio, no sockets, no database.
+//!
+//! - [`ocpp`]: OCPP-J framing (CALL / CALLRESULT / CALLERROR) and typed messages per
+//!   protocol version ([`ocpp::v16`] for OCPP 1.6J).
+//! - [`model`]: the version-neutral charger model every OCPP version adapter maps into.
+//! - [`ids`]: validated identifiers.
+//!
+//! ```
+//! use shared_model::ocpp::framing::Frame;
+//! let frame = Frame::parse(r#"[2,"19223201","Heartbeat",{}]"#).expect("valid frame");
+//! assert!(matches!(frame, Frame::Call(ref c) if c.action == "Heartbeat"));
+//! ```
+
+pub mod ids;
+pub mod model;
+pub mod ocpp;

@@ -1,0 +1,1 @@
+//! Simulators for tests, benchmarks and the demo.

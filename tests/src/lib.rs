@@ -1,0 +1,1 @@
+//! Shared helpers for the end-to-end scenarios in `tests/tests/`.
