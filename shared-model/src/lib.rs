@@ -12,6 +12,7 @@
 //! assert!(matches!(frame, Frame::Call(ref c) if c.action == "Heartbeat"));
 //! ```
 
+pub mod events;
 pub mod ids;
 pub mod model;
 pub mod ocpp;

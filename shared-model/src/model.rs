@@ -240,3 +240,41 @@ impl TransactionOrigin {
         }
     }
 }
+
+impl StopReason {
+    /// The OCPP 1.6 / stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::DeAuthorized => "DeAuthorized",
+            StopReason::EmergencyStop => "EmergencyStop",
+            StopReason::EVDisconnected => "EVDisconnected",
+            StopReason::HardReset => "HardReset",
+            StopReason::Local => "Local",
+            StopReason::Other => "Other",
+            StopReason::PowerLoss => "PowerLoss",
+            StopReason::Reboot => "Reboot",
+            StopReason::Remote => "Remote",
+            StopReason::SoftReset => "SoftReset",
+            StopReason::UnlockCommand => "UnlockCommand",
+        }
+    }
+}
+
+impl ConnectorStatus {
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "Available" => ConnectorStatus::Available,
+            "Preparing" => ConnectorStatus::Preparing,
+            "Charging" => ConnectorStatus::Charging,
+            "SuspendedEV" => ConnectorStatus::SuspendedEV,
+            "SuspendedEVSE" => ConnectorStatus::SuspendedEVSE,
+            "Finishing" => ConnectorStatus::Finishing,
+            "Occupied" => ConnectorStatus::Occupied,
+            "Reserved" => ConnectorStatus::Reserved,
+            "Unavailable" => ConnectorStatus::Unavailable,
+            "Faulted" => ConnectorStatus::Faulted,
+            _ => return None,
+        })
+    }
+}

@@ -1,0 +1,167 @@
+//! Wiring: opens the store, seeds it from the config, binds the OCPP and HTTP listeners
+//! and starts the background tasks. [`start`] is what `edge-agent run` and the
+//! end-to-end tests call.
+
+use crate::auth::Verifier;
+use crate::chargers::{Registration, StationAuth};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::ocpp::directory::Directory;
+use crate::ocpp::registry::Registry;
+use crate::store::{Store, StoreError};
+use anyhow::Context;
+use rusqlite::params;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Everything the agent's tasks share.
+pub struct Shared {
+    pub config: Config,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub registry: Registry,
+    pub directory: Directory,
+    pub verifier: Verifier,
+    /// The result of config validation, shown on the API.
+    pub started_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A running agent.
+pub struct Running {
+    pub shared: Arc<Shared>,
+    pub ocpp_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// The OCPP base URL chargers connect to (append `/{chargePointId}`).
+    pub fn ocpp_url(&self) -> String {
+        format!("ws://{}{}", self.ocpp_addr, self.shared.config.ocpp.path)
+    }
+
+    /// The HTTP base URL.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    /// Stops accepting, closes connections and waits for the tasks.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+/// Starts the agent with a validated config.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let metrics = Arc::new(Metrics::new());
+    let store = Store::open(&config.store, metrics.clone())
+        .with_context(|| format!("opening the store at {}", config.store.path.display()))?;
+    seed(&store, &config).await.context("seeding the store from the config")?;
+    let directory = Directory::default();
+    directory.replace_all(load_directory(&store).await?);
+
+    let ocpp_listener = TcpListener::bind(config.ocpp.listen).await.with_context(|| {
+        format!("binding the OCPP listener on {} (ocpp.listen): is the port taken?", config.ocpp.listen)
+    })?;
+    let api_listener = TcpListener::bind(config.api.listen).await.with_context(|| {
+        format!("binding the HTTP listener on {} (api.listen): is the port taken?", config.api.listen)
+    })?;
+    let ocpp_addr = ocpp_listener.local_addr()?;
+    let api_addr = api_listener.local_addr()?;
+
+    let shared = Arc::new(Shared {
+        config,
+        store,
+        metrics,
+        registry: Registry::default(),
+        directory,
+        verifier: Verifier::default(),
+        started_at: chrono::Utc::now(),
+    });
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let tasks = vec![
+        tokio::spawn(crate::ocpp::server::serve(shared.clone(), ocpp_listener, shutdown_rx.clone())),
+        tokio::spawn(crate::api::serve(shared.clone(), api_listener, shutdown_rx.clone())),
+        tokio::spawn(retention_loop(shared.clone(), shutdown_rx)),
+    ];
+    tracing::info!(ocpp = %ocpp_addr, api = %api_addr, site = %shared.config.site.id, "edge agent started");
+    Ok(Running { shared, ocpp_addr, api_addr, shutdown, tasks })
+}
+
+/// Config chargers and tags are the installer's truth: written on every start.
+async fn seed(store: &Store, config: &Config) -> Result<(), StoreError> {
+    let chargers: Vec<(String, Option<String>, Option<String>)> =
+        config.chargers.iter().map(|c| (c.id.as_str().to_owned(), c.password_hash.clone(), c.name.clone())).collect();
+    let tags = config.authorization.tags.clone();
+    store
+        .write(move |conn| {
+            for (id, hash, name) in &chargers {
+                conn.execute(
+                    "INSERT INTO chargers (id, registration, password_hash, source, name) VALUES (?1, 'accepted', ?2, 'config', ?3)
+                     ON CONFLICT (id) DO UPDATE SET registration = 'accepted', password_hash = excluded.password_hash,
+                         source = 'config', name = excluded.name",
+                    params![id, hash, name],
+                )?;
+            }
+            conn.execute("DELETE FROM id_tags WHERE source = 'config'", [])?;
+            for t in &tags {
+                conn.execute(
+                    "INSERT INTO id_tags (id_tag, status, expiry, parent_id_tag, source) VALUES (?1, ?2, ?3, ?4, 'config')
+                     ON CONFLICT (id_tag) DO UPDATE SET status = excluded.status, expiry = excluded.expiry,
+                         parent_id_tag = excluded.parent_id_tag, source = 'config'",
+                    params![t.id_tag, t.status, t.expiry.map(crate::store::ts), t.parent_id_tag],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+}
+
+async fn load_directory(store: &Store) -> Result<HashMap<String, StationAuth>, StoreError> {
+    store
+        .read(|conn| {
+            let mut stmt = conn.prepare("SELECT id, registration, password_hash FROM chargers")?;
+            let rows = stmt.query_map([], |r| {
+                let reg: String = r.get(1)?;
+                Ok((
+                    r.get::<_, String>(0)?,
+                    StationAuth {
+                        registration: match reg.as_str() {
+                            "accepted" => Registration::Accepted,
+                            "rejected" => Registration::Rejected,
+                            _ => Registration::Pending,
+                        },
+                        password_hash: r.get(2)?,
+                    },
+                ))
+            })?;
+            Ok(rows.collect::<Result<HashMap<_, _>, _>>()?)
+        })
+        .await
+}
+
+/// Prunes the message log hourly (and once at start).
+async fn retention_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let days = i64::from(shared.config.store.message_log_retention_days);
+    loop {
+        let cutoff = chrono::Utc::now() - chrono::Duration::days(days);
+        match shared.store.write(move |conn| crate::message_log::prune(conn, cutoff)).await {
+            Ok(n) if n > 0 => tracing::info!(deleted = n, "message log: pruned entries older than {days} days"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "message log: pruning failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}

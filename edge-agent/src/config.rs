@@ -1,0 +1,487 @@
+//! The edge agent's configuration: one typed struct, loaded and validated once at start.
+//! Every error names the file, the line (when known), the key and the reason, so
+//! `edge-agent check-config` tells an installer exactly what to fix.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use shared_model::ids::ChargePointId;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub site: SiteConfig,
+    #[serde(default)]
+    pub ocpp: OcppConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub authorization: AuthorizationConfig,
+    #[serde(default)]
+    pub chargers: Vec<ChargerConfig>,
+}
+
+/// `[site]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Site id, as provisioned by the cloud hub (letters, digits, `-`, `_`).
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// IANA time zone of the site (kept for tariffs and local-time schedules).
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+}
+
+fn default_timezone() -> String {
+    "UTC".to_owned()
+}
+
+/// What to do with a charge point that connects with an identity we do not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownChargerPolicy {
+    /// Refuse the WebSocket upgrade (HTTP 404).
+    Reject,
+    /// Accept the connection, answer BootNotification with `Pending`, and wait for an
+    /// installer to approve it through the API.
+    Pending,
+    /// Register it as accepted (lab and benchmark use only).
+    Accept,
+}
+
+/// `[ocpp]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OcppConfig {
+    pub listen: SocketAddr,
+    /// URL path prefix; the charge point id is the segment after it.
+    pub path: String,
+    /// 0 = no authentication (lab only), 1 = HTTP Basic auth per charger (OCPP 1.6
+    /// security whitepaper, profile 1).
+    pub security_profile: u8,
+    pub unknown_chargers: UnknownChargerPolicy,
+    /// Heartbeat interval sent in BootNotification.conf when Accepted.
+    pub heartbeat_interval_s: u32,
+    /// Retry interval sent in BootNotification.conf when Pending or Rejected.
+    pub boot_retry_interval_s: u32,
+    /// How long a central-system CALL waits for its CALLRESULT.
+    pub call_timeout_s: u32,
+    /// WebSocket ping interval.
+    pub ping_interval_s: u32,
+    /// A connection with no traffic at all (not even a pong) for this long is dead.
+    pub idle_timeout_s: u32,
+    /// Largest accepted WebSocket message; larger ones are refused and answered with a
+    /// CALLERROR FormationViolation when the frame's id can be read.
+    pub max_frame_bytes: usize,
+    /// Calls queued behind the outstanding one before new ones are refused.
+    pub max_queued_calls: usize,
+}
+
+impl Default for OcppConfig {
+    fn default() -> Self {
+        OcppConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9000)),
+            path: "/ocpp".to_owned(),
+            security_profile: 1,
+            unknown_chargers: UnknownChargerPolicy::Reject,
+            heartbeat_interval_s: 300,
+            boot_retry_interval_s: 60,
+            call_timeout_s: 30,
+            ping_interval_s: 30,
+            idle_timeout_s: 90,
+            max_frame_bytes: 64 * 1024,
+            max_queued_calls: 100,
+        }
+    }
+}
+
+/// SQLite `synchronous` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// fsync at every commit: survives power loss (the default on gateways).
+    Full,
+    /// fsync at checkpoints only: survives a killed process, may lose the last commits
+    /// on power loss.
+    Normal,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    pub synchronous: Synchronous,
+    /// OCPP messages older than this are pruned from the message log.
+    pub message_log_retention_days: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("sitepilot-edge.db"),
+            synchronous: Synchronous::Full,
+            message_log_retention_days: 30,
+        }
+    }
+}
+
+/// `[api]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { listen: SocketAddr::from(([0, 0, 0, 0], 8081)) }
+    }
+}
+
+/// What to answer for an id tag that is neither in the local list nor in the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownTagPolicy {
+    /// `Invalid`.
+    Reject,
+    /// `Accepted` (free vend while no online authority answers).
+    Accept,
+}
+
+/// `[authorization]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthorizationConfig {
+    pub unknown_id_tags: UnknownTagPolicy,
+    /// Whether a tag with a running transaction may start another one (otherwise
+    /// Authorize answers `ConcurrentTx`).
+    pub allow_concurrent_tx: bool,
+    /// The local authorization list seeded from the config.
+    pub tags: Vec<IdTagConfig>,
+}
+
+impl Default for AuthorizationConfig {
+    fn default() -> Self {
+        AuthorizationConfig { unknown_id_tags: UnknownTagPolicy::Reject, allow_concurrent_tx: false, tags: Vec::new() }
+    }
+}
+
+/// One `[[authorization.tags]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdTagConfig {
+    pub id_tag: String,
+    #[serde(default = "default_tag_status")]
+    pub status: String,
+    #[serde(default)]
+    pub expiry: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub parent_id_tag: Option<String>,
+}
+
+fn default_tag_status() -> String {
+    "Accepted".to_owned()
+}
+
+/// One `[[chargers]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChargerConfig {
+    pub id: ChargePointId,
+    /// PHC string from `edge-agent hash-password` (argon2id).
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A configuration error with its location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub key: Option<String>,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// All errors found in one file (validation reports every problem, not just the first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_owned(),
+                line: None,
+                key: None,
+                reason: format!("cannot read file: {e}"),
+            }])
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and validates config text; `path` is only used in error messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let (line, key) = match e.span() {
+                Some(span) => (Some(line_of_offset(text, span.start)), key_at_offset(text, span.start)),
+                None => (None, None),
+            };
+            ConfigErrors(vec![ConfigError { file: path.to_owned(), line, key, reason: e.message().trim().to_owned() }])
+        })?;
+        let errors = config.validate(path, text);
+        if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
+    }
+
+    fn validate(&self, path: &Path, text: &str) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let mut err = |table: &str, key: &str, index: Option<usize>, reason: String| {
+            let dotted = match index {
+                Some(i) => format!("{table}[{i}].{key}"),
+                None if table.is_empty() => key.to_owned(),
+                None => format!("{table}.{key}"),
+            };
+            errors.push(ConfigError {
+                file: path.to_owned(),
+                line: find_key_line(text, table, key, index),
+                key: Some(dotted),
+                reason,
+            });
+        };
+        if self.site.id.is_empty()
+            || self.site.id.len() > 64
+            || !self.site.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            err(
+                "site",
+                "id",
+                None,
+                format!("{:?} is not a valid site id: use 1 to 64 letters, digits, '-' or '_'", self.site.id),
+            );
+        }
+        if !self.ocpp.path.starts_with('/') {
+            err("ocpp", "path", None, format!("{:?} must start with '/'", self.ocpp.path));
+        }
+        if self.ocpp.security_profile > 1 {
+            err(
+                "ocpp",
+                "security_profile",
+                None,
+                format!(
+                    "security profile {} is not supported yet (0 = none, 1 = HTTP Basic auth)",
+                    self.ocpp.security_profile
+                ),
+            );
+        }
+        for (key, v) in [
+            ("heartbeat_interval_s", self.ocpp.heartbeat_interval_s),
+            ("boot_retry_interval_s", self.ocpp.boot_retry_interval_s),
+            ("call_timeout_s", self.ocpp.call_timeout_s),
+            ("ping_interval_s", self.ocpp.ping_interval_s),
+        ] {
+            if v == 0 {
+                err("ocpp", key, None, "must be at least 1".into());
+            }
+        }
+        if self.ocpp.idle_timeout_s <= self.ocpp.ping_interval_s {
+            err(
+                "ocpp",
+                "idle_timeout_s",
+                None,
+                format!("must be longer than ping_interval_s ({} s)", self.ocpp.ping_interval_s),
+            );
+        }
+        if self.ocpp.max_frame_bytes < 1024 {
+            err("ocpp", "max_frame_bytes", None, "must be at least 1024".into());
+        }
+        if self.store.message_log_retention_days == 0 {
+            err("store", "message_log_retention_days", None, "must be at least 1".into());
+        }
+        if self.ocpp.listen == self.api.listen {
+            err("api", "listen", None, format!("{} is also the OCPP listen address", self.api.listen));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, c) in self.chargers.iter().enumerate() {
+            if !seen.insert(c.id.clone()) {
+                err("chargers", "id", Some(i), format!("charger {:?} is listed twice", c.id.as_str()));
+            }
+            match &c.password_hash {
+                Some(h) => {
+                    if let Err(e) = crate::auth::check_phc(h) {
+                        err("chargers", "password_hash", Some(i), e);
+                    }
+                }
+                None if self.ocpp.security_profile >= 1 => err(
+                    "chargers",
+                    "password_hash",
+                    Some(i),
+                    "required with security_profile = 1; create one with `edge-agent hash-password`".into(),
+                ),
+                None => {}
+            }
+        }
+        for (i, t) in self.authorization.tags.iter().enumerate() {
+            if t.id_tag.is_empty() || t.id_tag.chars().count() > 20 {
+                err("authorization.tags", "id_tag", Some(i), "must be 1 to 20 characters (OCPP idToken)".into());
+            }
+            if shared_model::model::AuthorizationStatus::parse(&t.status).is_none() {
+                err(
+                    "authorization.tags",
+                    "status",
+                    Some(i),
+                    format!("{:?} is not one of Accepted, Blocked, Expired, Invalid, ConcurrentTx", t.status),
+                );
+            }
+        }
+        errors
+    }
+}
+
+fn line_of_offset(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+/// The dotted key at a byte offset: the nearest table header above it plus the key on
+/// that line, e.g. `ocpp.security_profile`.
+fn key_at_offset(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let key = line.split('=').next().map(str::trim).filter(|k| !k.is_empty() && !k.starts_with('['))?;
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_owned(),
+    })
+}
+
+/// Finds the line of `key` inside `[table]` (or the `index`-th `[[table]]`).
+fn find_key_line(text: &str, table: &str, key: &str, index: Option<usize>) -> Option<usize> {
+    let mut current: Option<String> = None;
+    let mut array_index: i64 = -1;
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.starts_with("[[") {
+            let name = line.trim_matches(|c| c == '[' || c == ']').trim().to_owned();
+            if name == table {
+                array_index += 1;
+            }
+            current = Some(name);
+            continue;
+        }
+        if line.starts_with('[') {
+            current = Some(line.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+            continue;
+        }
+        let in_table = current.as_deref().unwrap_or("") == table;
+        let index_ok = index.is_none_or(|i| array_index == i as i64);
+        if in_table && index_ok && line.split('=').next().map(str::trim) == Some(key) {
+            return Some(n + 1);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        Config::parse(Path::new("edge.toml"), text)
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse("[site]\nid = \"s1\"\n").expect("valid");
+        assert_eq!(c.ocpp.listen.port(), 9000);
+        assert_eq!(c.api.listen.port(), 8081);
+        assert_eq!(c.ocpp.security_profile, 1);
+        assert_eq!(c.ocpp.unknown_chargers, UnknownChargerPolicy::Reject);
+    }
+
+    #[test]
+    fn syntax_errors_name_line_and_key() {
+        let e = parse("[site]\nid = \"s1\"\n[ocpp]\nsecurity_profile = \"one\"\n").expect_err("bad type");
+        let e = &e.0[0];
+        assert_eq!(e.line, Some(4));
+        assert_eq!(e.key.as_deref(), Some("ocpp.security_profile"));
+        assert!(e.to_string().starts_with("edge.toml:4: key `ocpp.security_profile`: "), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = parse("[site]\nid = \"s1\"\n[ocpp]\nlisten_port = 9000\n").expect_err("typo");
+        assert_eq!(e.0[0].line, Some(4));
+        assert!(e.0[0].reason.contains("unknown field"), "{}", e.0[0].reason);
+    }
+
+    #[test]
+    fn validation_reports_every_problem_with_its_line() {
+        let text = "[site]\nid = \"bad id\"\n[ocpp]\nsecurity_profile = 3\nping_interval_s = 0\n\
+                    [[chargers]]\nid = \"CP1\"\n[[chargers]]\nid = \"CP2\"\npassword_hash = \"nope\"\n";
+        let e = parse(text).expect_err("invalid");
+        let keys: Vec<_> = e.0.iter().map(|e| (e.key.clone().unwrap_or_default(), e.line)).collect();
+        assert!(keys.contains(&("site.id".into(), Some(2))), "{keys:?}");
+        assert!(keys.contains(&("ocpp.security_profile".into(), Some(4))), "{keys:?}");
+        assert!(keys.contains(&("ocpp.ping_interval_s".into(), Some(5))), "{keys:?}");
+        assert!(keys.contains(&("chargers[0].password_hash".into(), None)), "{keys:?}");
+        assert!(keys.contains(&("chargers[1].password_hash".into(), Some(10))), "{keys:?}");
+    }
+
+    #[test]
+    fn missing_file_is_reported() {
+        let e = Config::load(Path::new("/nonexistent/edge.toml")).expect_err("missing");
+        assert!(e.to_string().contains("/nonexistent/edge.toml: cannot read file"), "{e}");
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/edge-agent.example.toml"));
+        let c = Config::load(path).map_err(|e| e.to_string()).expect("example config must be valid");
+        assert!(!c.chargers.is_empty());
+    }
+}

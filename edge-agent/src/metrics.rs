@@ -1,0 +1,152 @@
+//! Prometheus metrics, one registry per agent instance (several agents can run in one
+//! test process without mixing their counts). Served as text at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::Mutex;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MessageLabels {
+    pub direction: &'static str,
+    pub message_type: &'static str,
+    pub action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub direction: &'static str,
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+fn roundtrip_histogram() -> Histogram {
+    // 1 ms .. ~16 s
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// All metrics of one agent.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    pub connections: Gauge,
+    pub messages: Family<MessageLabels, Counter>,
+    pub call_errors: Family<ErrorLabels, Counter>,
+    pub call_roundtrip: Family<ActionLabels, Histogram, fn() -> Histogram>,
+    pub call_timeouts: Family<ActionLabels, Counter>,
+    pub handshake_refused: Family<ReasonLabels, Counter>,
+    pub sqlite_commit: Histogram,
+    pub sqlite_jobs: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sitepilot_edge");
+        let connections = Gauge::default();
+        registry.register("ocpp_connections", "Open OCPP WebSocket connections", connections.clone());
+        let messages = Family::<MessageLabels, Counter>::default();
+        registry.register("ocpp_messages", "OCPP frames by direction, type and action", messages.clone());
+        let call_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register("ocpp_callerrors", "CALLERROR frames by direction and error code", call_errors.clone());
+        let call_roundtrip =
+            Family::<ActionLabels, Histogram, fn() -> Histogram>::new_with_constructor(roundtrip_histogram);
+        registry.register(
+            "ocpp_call_roundtrip_seconds",
+            "Round trip of CALLs the agent sends, CALL to CALLRESULT/CALLERROR",
+            call_roundtrip.clone(),
+        );
+        let call_timeouts = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "ocpp_call_timeouts",
+            "CALLs the agent sent that got no answer in time",
+            call_timeouts.clone(),
+        );
+        let handshake_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register("ocpp_handshake_refused", "WebSocket upgrades refused, by reason", handshake_refused.clone());
+        let sqlite_commit = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register("sqlite_commit_seconds", "Latency of one SQLite group commit", sqlite_commit.clone());
+        let sqlite_jobs = Counter::default();
+        registry.register("sqlite_write_jobs", "Store write jobs committed", sqlite_jobs.clone());
+        Metrics {
+            registry: Mutex::new(registry),
+            connections,
+            messages,
+            call_errors,
+            call_roundtrip,
+            call_timeouts,
+            handshake_refused,
+            sqlite_commit,
+            sqlite_jobs,
+        }
+    }
+
+    /// Counts one frame.
+    pub fn frame(&self, direction: &'static str, message_type: &'static str, action: &str) {
+        self.messages.get_or_create(&MessageLabels { direction, message_type, action: action.to_owned() }).inc();
+    }
+
+    /// Counts one CALLERROR.
+    pub fn call_error(&self, direction: &'static str, code: shared_model::ocpp::framing::ErrorCode) {
+        self.call_errors.get_or_create(&ErrorLabels { direction, code: code.as_str() }).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Ok(registry) = self.registry.lock() {
+            // Writing into a String cannot fail.
+            let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        }
+        out
+    }
+}
+
+impl crate::store::WriteObserver for Metrics {
+    fn commit(&self, seconds: f64, jobs: usize) {
+        self.sqlite_commit.observe(seconds);
+        self.sqlite_jobs.inc_by(jobs as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::new();
+        m.frame("in", "call", "Heartbeat");
+        m.call_error("out", shared_model::ocpp::framing::ErrorCode::NotImplemented);
+        m.call_roundtrip.get_or_create(&ActionLabels { action: "Reset".into() }).observe(0.003);
+        let text = m.render();
+        assert!(
+            text.contains(
+                r#"sitepilot_edge_ocpp_messages_total{direction="in",message_type="call",action="Heartbeat"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"sitepilot_edge_ocpp_callerrors_total{direction="out",code="NotImplemented"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("sitepilot_edge_ocpp_call_roundtrip_seconds_bucket"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
