@@ -314,6 +314,12 @@ pub fn decode_payload<T: serde::de::DeserializeOwned>(payload: &Value) -> Result
 }
 
 /// Maps a serde error message to the OCPP error code (see [`decode_payload`]).
+///
+/// Date-times are strings of the right JSON type whose content is wrong, so every chrono
+/// parse error is a `PropertyConstraintViolation`: besides "premature end of input" (no
+/// offset) and "input contains invalid characters", that is "trailing input" (junk after
+/// the offset), "input is not enough for unique date and time" and "no possible date and
+/// time matching input" (e.g. February 30th); "input is out of range" matches "out of range".
 pub fn classify_decode_error(msg: &str) -> ErrorCode {
     if msg.starts_with("missing field") || msg.contains("duplicate field") {
         ErrorCode::OccurenceConstraintViolation
@@ -325,6 +331,9 @@ pub fn classify_decode_error(msg: &str) -> ErrorCode {
         || msg.contains("exceeds")
         || msg.contains("premature end of input")
         || msg.contains("input contains invalid characters")
+        || msg.contains("trailing input")
+        || msg.contains("input is not enough for unique date and time")
+        || msg.contains("no possible date and time matching input")
         || msg.contains("out of range")
     {
         ErrorCode::PropertyConstraintViolation
@@ -386,6 +395,28 @@ mod tests {
         assert_eq!(missing.0, ErrorCode::OccurenceConstraintViolation);
         let wrong = decode_payload::<P>(&serde_json::json!({"a": "x"})).expect_err("wrong type");
         assert_eq!(wrong.0, ErrorCode::TypeConstraintViolation);
+    }
+
+    #[test]
+    fn bad_date_times_are_property_violations() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct T {
+            t: chrono::DateTime<chrono::Utc>,
+        }
+        for bad in [
+            "yesterday",
+            "2024-03-05T09:12:00",
+            "2024-03-05T09:12:00Zjunk",
+            "2024-02-30T09:12:00Z",
+            "2024-03-05T25:12:00Z",
+            "",
+        ] {
+            let e = decode_payload::<T>(&serde_json::json!({ "t": bad })).expect_err(bad);
+            assert_eq!(e.0, ErrorCode::PropertyConstraintViolation, "{bad:?}: {}", e.1);
+        }
+        let e = decode_payload::<T>(&serde_json::json!({ "t": 1_700_000_000 })).expect_err("number");
+        assert_eq!(e.0, ErrorCode::TypeConstraintViolation, "{}", e.1);
     }
 
     proptest! {
