@@ -336,7 +336,7 @@ impl Config {
         if self.store.message_log_retention_days == 0 {
             err("store", "message_log_retention_days", None, "must be at least 1".into());
         }
-        if self.ocpp.listen == self.api.listen {
+        if self.ocpp.listen == self.api.listen && self.api.listen.port() != 0 {
             err("api", "listen", None, format!("{} is also the OCPP listen address", self.api.listen));
         }
         let mut seen = std::collections::HashSet::new();
