@@ -44,12 +44,13 @@ pub fn password(id: &str) -> &'static str {
 /// A config TOML text for tests: ports 0, the database in `dir`, three chargers.
 pub fn config_text(dir: &Path, extra_ocpp: &str) -> String {
     let mut text = format!(
-        "[site]\nid = \"test-site\"\n\n[ocpp]\nlisten = \"127.0.0.1:0\"\ncall_timeout_s = 5\n{extra_ocpp}\n\n\
+        "[site]\nid = \"test-site\"\n\n[ocpp]\nlisten = \"127.0.0.1:0\"\n{timeout}{extra_ocpp}\n\n\
          [store]\npath = \"{}\"\nsynchronous = \"normal\"\n\n[api]\nlisten = \"127.0.0.1:0\"\n\n\
          [authorization]\nunknown_id_tags = \"reject\"\n\n\
          [[authorization.tags]]\nid_tag = \"{TAG_OK}\"\nstatus = \"Accepted\"\n\n\
          [[authorization.tags]]\nid_tag = \"{TAG_BLOCKED}\"\nstatus = \"Blocked\"\n",
-        dir.join("edge.db").display()
+        dir.join("edge.db").display(),
+        timeout = if extra_ocpp.contains("call_timeout_s") { "" } else { "call_timeout_s = 5\n" },
     );
     for (i, (id, _)) in CHARGERS.iter().enumerate() {
         text.push_str(&format!("\n[[chargers]]\nid = \"{id}\"\npassword_hash = \"{}\"\n", hashes()[i]));
