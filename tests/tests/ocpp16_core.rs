@@ -85,7 +85,7 @@ async fn core_full_session_with_meter_values() {
     let tx = cp.start_transaction(1, TAG_OK).await.unwrap();
     assert!(tx > 0);
     // Let periodic meter values flow, then send one more explicitly.
-    cp.wait_for_state(|s| s.connectors[0].meter_wh > 50.0, WAIT).await.unwrap();
+    cp.wait_for_state(|s| s.connectors[0].meter_wh > 5.0, WAIT).await.unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
     cp.send_meter_values(1).await.unwrap();
     let stop = cp.stop_transaction(1, Reason::EVDisconnected).await.unwrap().expect("answered");

@@ -98,3 +98,25 @@ async fn silent_connection_is_detected_as_dead() {
     let (_, health) = agent.get("/health").await;
     assert_eq!(health["connections"], 0);
 }
+
+/// Commands beyond the queue bound are refused at once with 503, not left hanging.
+#[tokio::test]
+async fn commands_beyond_the_queue_bound_are_refused() {
+    let agent = TestAgent::start_with("max_queued_calls = 1\ncall_timeout_s = 2").await;
+    let mut c = RawClient::connect(&agent, "CP-1").await;
+    let post = || {
+        let http = agent.http.clone();
+        let u = agent.api("/api/v1/chargers/CP-1/commands/clear-cache");
+        tokio::spawn(async move { tests::http_json(http.post(u).json(&json!({}))).await })
+    };
+    let first = post();
+    let Frame::Call(_) = c.next_frame().await.unwrap() else { panic!("expected a CALL") };
+    let second = post();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, body) = post().await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("too many calls queued"), "{body}");
+    // The first times out (never answered), the second then goes out and times out too.
+    assert_eq!(first.await.unwrap().0, 504);
+    assert_eq!(second.await.unwrap().0, 504);
+}

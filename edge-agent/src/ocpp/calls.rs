@@ -17,6 +17,8 @@ pub enum Outcome {
     Timeout,
     /// The connection closed (or was replaced) before an answer came.
     Disconnected,
+    /// Refused before sending: too many CALLs already queued on this connection.
+    QueueFull,
 }
 
 struct Pending<T> {

@@ -105,7 +105,7 @@ pub async fn run<S>(
             cmd = commands.recv() => match cmd {
                 Some(Command::Call { action, payload, reply }) => {
                     if let Err((_, reply)) = calls.enqueue(action, payload, reply) {
-                        drop(reply); // the caller sees QueueFull
+                        let _ = reply.send(Outcome::QueueFull);
                     }
                 }
                 Some(Command::Replaced) => { replaced = true; break "replaced by a new connection"; }

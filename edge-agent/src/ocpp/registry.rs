@@ -117,9 +117,9 @@ impl Registry {
             Ok(Outcome::Result(v)) => Ok(v),
             Ok(Outcome::Error(e)) => Err(CommandError::CallError { code: e.code, description: e.description }),
             Ok(Outcome::Timeout) => Err(CommandError::Timeout),
-            Ok(Outcome::Disconnected) => Err(CommandError::Disconnected),
-            // The connection task refused it (queue full) by dropping the reply.
-            Err(_) => Err(CommandError::QueueFull(station.to_owned())),
+            Ok(Outcome::QueueFull) => Err(CommandError::QueueFull(station.to_owned())),
+            // The connection ended before it took the command.
+            Ok(Outcome::Disconnected) | Err(_) => Err(CommandError::Disconnected),
         }
     }
 

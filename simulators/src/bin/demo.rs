@@ -1,0 +1,262 @@
+//! `demo`: a complete demo site with one command.
+//!
+//! Starts the edge agent (built on demand when run through `cargo run`) on its default
+//! ports (or free ones, said so, when those are taken), then simulated charge points
+//! whose EVs arrive and leave over a compressed day: from the real Caltech ACN sessions
+//! in `../shared/data/` when that folder is there, from a built-in generator otherwise.
+//! Prints the URLs and a line of live figures every few seconds until Ctrl-C.
+//!
+//! The cloud hub, the site meter and the balancer join the demo as their issues land.
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use shared_model::ocpp::v16::Reason;
+use simulators::chargepoint::{ChargePoint, ChargePointConfig, EvModel};
+use simulators::load::process::{Server, http_get};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "demo", about = "Run a complete simulated charging site: edge agent + simulated chargers with EVs")]
+struct Args {
+    /// Simulated charge points (two connectors each).
+    #[arg(long, default_value_t = 4)]
+    chargers: u32,
+    /// The edge-agent binary (default: next to this program, built if run through cargo).
+    #[arg(long)]
+    agent_bin: Option<PathBuf>,
+    /// EV sessions CSV (Caltech ACN format); the built-in generator is used when absent.
+    #[arg(long, default_value = "../shared/data/acn_caltech_sessions.csv")]
+    sessions: PathBuf,
+    /// How much faster than real time the day runs (360: an hour in 10 s).
+    #[arg(long, default_value_t = 360.0)]
+    speed: f64,
+    /// OCPP port to try first.
+    #[arg(long, default_value_t = 9000)]
+    ocpp_port: u16,
+    /// HTTP port to try first.
+    #[arg(long, default_value_t = 8081)]
+    api_port: u16,
+    /// Where the agent keeps its database (default: a fresh temporary folder).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    seconds: Option<u64>,
+}
+
+/// One EV visit: how long it stays plugged in (simulated seconds).
+#[derive(Clone, Copy, Debug)]
+struct Visit {
+    plugged_s: f64,
+}
+
+fn load_visits(path: &Path) -> Option<Vec<Visit>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next()?.split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name);
+    let (conn, disc) = (col("connection_time_utc")?, col("disconnect_time_utc")?);
+    let visits: Vec<Visit> = lines
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let a = chrono::DateTime::parse_from_rfc3339(f.get(conn)?).ok()?;
+            let b = chrono::DateTime::parse_from_rfc3339(f.get(disc)?).ok()?;
+            let s = (b - a).num_seconds() as f64;
+            (s > 0.0).then_some(Visit { plugged_s: s })
+        })
+        .take(2000)
+        .collect();
+    (!visits.is_empty()).then_some(visits)
+}
+
+/// Built-in generator: visits of 30 min to 9 h, a workplace-like mix.
+fn generated_visits() -> Vec<Visit> {
+    (0..2000u64)
+        .map(|i| {
+            // A fixed, well-mixed sequence (no RNG needed for a reproducible demo).
+            let x = (i.wrapping_mul(2_654_435_761) % 1000) as f64 / 1000.0;
+            Visit { plugged_s: 1800.0 + x * x * 30_600.0 }
+        })
+        .collect()
+}
+
+fn free_port(preferred: u16) -> Result<(u16, bool)> {
+    if std::net::TcpListener::bind(("0.0.0.0", preferred)).is_ok() {
+        return Ok((preferred, true));
+    }
+    let l = std::net::TcpListener::bind(("0.0.0.0", 0)).context("finding a free port")?;
+    Ok((l.local_addr()?.port(), false))
+}
+
+fn agent_binary(args: &Args) -> Result<PathBuf> {
+    if let Some(p) = &args.agent_bin {
+        return Ok(p.clone());
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("locating this program's folder")?;
+    let bin = dir.join(format!("edge-agent{}", std::env::consts::EXE_SUFFIX));
+    // Run through `cargo run`: make sure the agent is built and current, same profile.
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        eprintln!("demo: building the edge agent ({})...", if release { "release" } else { "debug" });
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "-p", "edge-agent", "--bin", "edge-agent"]);
+        if release {
+            cmd.arg("--release");
+        }
+        if !cmd.status().context("running cargo build")?.success() {
+            bail!("building the edge agent failed");
+        }
+    }
+    if !bin.exists() {
+        bail!("{} not found: build it with `cargo build -p edge-agent` or pass --agent-bin", bin.display());
+    }
+    Ok(bin)
+}
+
+fn hash_password(bin: &Path, password: &str) -> Result<String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new(bin)
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    child.stdin.take().context("stdin")?.write_all(format!("{password}\n").as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("edge-agent hash-password failed");
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}
+
+/// The id tag of a driver who uses `connector` of charger `n` (one tag per connector, so
+/// no driver ever has two sessions at once, which the agent would answer ConcurrentTx).
+fn tag(n: u32, connector: u32) -> String {
+    format!("DEMO-{n:02}-{connector}")
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let bin = agent_binary(&args)?;
+    let (visits, source) = match load_visits(&args.sessions) {
+        Some(v) => {
+            let source = format!("{} real sessions from {}", v.len(), args.sessions.display());
+            (v, source)
+        }
+        None => (generated_visits(), "the built-in session generator (no data file found)".to_owned()),
+    };
+    let tmp = tempfile::tempdir()?;
+    let dir = args.data_dir.clone().unwrap_or_else(|| tmp.path().to_owned());
+    std::fs::create_dir_all(&dir)?;
+    let (ocpp_port, ocpp_default) = free_port(args.ocpp_port)?;
+    let (api_port, api_default) = free_port(args.api_port)?;
+    if !ocpp_default {
+        eprintln!("demo: port {} is taken; OCPP uses {ocpp_port} instead", args.ocpp_port);
+    }
+    if !api_default {
+        eprintln!("demo: port {} is taken; the API uses {api_port} instead", args.api_port);
+    }
+
+    let mut config = format!(
+        "[site]\nid = \"demo-site\"\nname = \"Sitepilot demo\"\n\n[ocpp]\nlisten = \"0.0.0.0:{ocpp_port}\"\n\
+         security_profile = 1\nheartbeat_interval_s = 60\n\n[store]\npath = \"{}\"\nsynchronous = \"normal\"\n\n\
+         [api]\nlisten = \"0.0.0.0:{api_port}\"\n\n[authorization]\nunknown_id_tags = \"reject\"\n",
+        dir.join("edge.db").display()
+    );
+    for n in 1..=args.chargers {
+        for connector in 1..=2 {
+            config.push_str(&format!(
+                "\n[[authorization.tags]]\nid_tag = \"{}\"\nstatus = \"Accepted\"\n",
+                tag(n, connector)
+            ));
+        }
+    }
+    let mut passwords = Vec::new();
+    for i in 1..=args.chargers {
+        let id = format!("DEMO-{i:02}");
+        let password = format!("demo-password-{i:02}");
+        config.push_str(&format!(
+            "\n[[chargers]]\nid = \"{id}\"\nname = \"Bay {i}\"\npassword_hash = \"{}\"\n",
+            hash_password(&bin, &password)?
+        ));
+        passwords.push((id, password));
+    }
+    let config_path = dir.join("edge-agent.toml");
+    std::fs::write(&config_path, config)?;
+    let config_arg = config_path.to_string_lossy().into_owned();
+    let agent = Server::spawn(&bin, &["run", "--config", &config_arg], "SITEPILOT_READY", Duration::from_secs(20))
+        .await
+        .map_err(anyhow::Error::msg)?;
+
+    let ocpp_url = format!("ws://127.0.0.1:{ocpp_port}/ocpp");
+    let api = format!("127.0.0.1:{api_port}");
+    println!("Sitepilot demo site is running.");
+    println!("  edge agent API     http://{api}/api/v1/chargers   (health: /health, metrics: /metrics)");
+    println!("  OCPP endpoint      {ocpp_url}/{{chargePointId}}");
+    println!("  sessions           {source}, one simulated hour every {:.0} s", 3600.0 / args.speed);
+    println!("  agent config       {config_arg}");
+    println!("Ctrl-C stops it.");
+
+    let visits = Arc::new(visits);
+    let speed = args.speed.max(1.0);
+    let mut tasks = Vec::new();
+    for (n, (id, password)) in passwords.into_iter().enumerate() {
+        let cfg = ChargePointConfig::new(&id, &ocpp_url)
+            .with_password(password)
+            .with_connectors(2)
+            .with_meter_interval(Duration::from_secs(5))
+            .with_ev(EvModel::default().with_max_current(if n % 2 == 0 { 16.0 } else { 32.0 }));
+        let cp = ChargePoint::connect(cfg).await.with_context(|| format!("connecting {id}"))?;
+        cp.boot().await?;
+        let cp = Arc::new(cp);
+        for connector in 1..=2u32 {
+            let (cp, visits) = (cp.clone(), visits.clone());
+            let offset = n * 2 + connector as usize;
+            let tag = tag(n as u32 + 1, connector);
+            tasks.push(tokio::spawn(async move {
+                let mut k = offset;
+                loop {
+                    let idle = 3.0 + (k * 7 % 13) as f64;
+                    tokio::time::sleep(Duration::from_secs_f64(idle)).await;
+                    let visit = visits[k % visits.len()];
+                    k += 17;
+                    if cp.plug_in(connector).await.is_err() || cp.start_transaction(connector, &tag).await.is_err() {
+                        continue;
+                    }
+                    let stay = (visit.plugged_s / speed).clamp(15.0, 180.0);
+                    tokio::time::sleep(Duration::from_secs_f64(stay)).await;
+                    let _ = cp.stop_transaction(connector, Reason::EVDisconnected).await;
+                    let _ = cp.unplug(connector).await;
+                }
+            }));
+        }
+    }
+
+    let until = args.seconds.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+        if let Ok((200, body)) = http_get(&api, "/api/v1/stats", Duration::from_secs(2)).await
+            && let Ok(s) = serde_json::from_str::<serde_json::Value>(&body)
+        {
+            println!(
+                "chargers {} | active sessions {} | sessions so far {} | meter samples {} | OCPP messages {}",
+                s["chargers"], s["active_transactions"], s["transactions"], s["meter_samples"], s["messages_logged"]
+            );
+        }
+        if until.is_some_and(|u| tokio::time::Instant::now() >= u) {
+            break;
+        }
+    }
+    for t in tasks {
+        t.abort();
+    }
+    agent.stop(Duration::from_secs(5)).await;
+    println!("demo stopped.");
+    Ok(())
+}
