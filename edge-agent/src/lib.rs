@@ -18,6 +18,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod balancer;
 pub mod chargers;
 pub mod config;
 pub mod message_log;
