@@ -27,13 +27,23 @@ fn check_config_names_file_line_key_and_reason() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let file = path.display().to_string();
-    assert!(err.contains(&format!("{file}:5: key `ocpp.security_profile`: security profile 7 is not supported")), "{err}");
-    assert!(err.contains(&format!("{file}:6: key `ocpp.idle_timeout_s`: must be longer than ping_interval_s")), "{err}");
+    assert!(
+        err.contains(&format!("{file}:5: key `ocpp.security_profile`: security profile 7 is not supported")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{file}:6: key `ocpp.idle_timeout_s`: must be longer than ping_interval_s")),
+        "{err}"
+    );
     // A syntax error.
     std::fs::write(&path, "[site]\nid = \"s1\n").unwrap();
     let out = agent().args(["check-config", "--config"]).arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{file}:2")), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("{file}:2")),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A missing file.
     let out = agent().args(["check-config", "--config", "/nonexistent/x.toml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -50,7 +60,8 @@ fn hash_password_output_is_accepted_by_check_config() {
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("edge.toml");
-    std::fs::write(&path, format!("[site]\nid = \"s1\"\n[[chargers]]\nid = \"CP-9\"\npassword_hash = \"{hash}\"\n")).unwrap();
+    std::fs::write(&path, format!("[site]\nid = \"s1\"\n[[chargers]]\nid = \"CP-9\"\npassword_hash = \"{hash}\"\n"))
+        .unwrap();
     let out = agent().args(["check-config", "--config"]).arg(&path).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
@@ -72,5 +83,8 @@ fn run_reports_a_taken_port_clearly() {
     let out = agent().args(["run", "--config"]).arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("binding the OCPP listener on 127.0.0.1:{port} (ocpp.listen): is the port taken?")), "{err}");
+    assert!(
+        err.contains(&format!("binding the OCPP listener on 127.0.0.1:{port} (ocpp.listen): is the port taken?")),
+        "{err}"
+    );
 }

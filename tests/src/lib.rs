@@ -21,11 +21,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Chargers every test config knows, with their passwords.
-pub const CHARGERS: &[(&str, &str)] = &[
-    ("CP-1", "password-cp-1-0123"),
-    ("CP-2", "password-cp-2-0123"),
-    ("CP-3", "password-cp-3-0123"),
-];
+pub const CHARGERS: &[(&str, &str)] =
+    &[("CP-1", "password-cp-1-0123"), ("CP-2", "password-cp-2-0123"), ("CP-3", "password-cp-3-0123")];
 
 /// Tags in the local list of every test config.
 pub const TAG_OK: &str = "TAG-OK";
@@ -221,12 +218,7 @@ pub fn assert_log_schema_valid(log: &[Value], skip_ids: &[&str]) -> usize {
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Opens a raw OCPP WebSocket; `Err` carries the HTTP status when the upgrade is refused.
-pub async fn raw_connect(
-    base_url: &str,
-    id: &str,
-    password: Option<&str>,
-    subprotocols: &[&str],
-) -> Result<Ws, u16> {
+pub async fn raw_connect(base_url: &str, id: &str, password: Option<&str>, subprotocols: &[&str]) -> Result<Ws, u16> {
     let mut req = format!("{base_url}/{id}").into_client_request().unwrap();
     if !subprotocols.is_empty() {
         req.headers_mut().insert("Sec-WebSocket-Protocol", subprotocols.join(", ").parse().unwrap());

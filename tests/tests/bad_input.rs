@@ -42,7 +42,10 @@ async fn handshake_refusals_have_precise_http_statuses() {
     // Refusals are counted by reason.
     let (_, _) = agent.get("/health").await;
     let metrics = agent.http.get(agent.api("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(r#"sitepilot_edge_ocpp_handshake_refused_total{reason="bad_credentials"} 2"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"sitepilot_edge_ocpp_handshake_refused_total{reason="bad_credentials"} 2"#),
+        "{metrics}"
+    );
     assert!(metrics.contains(r#"sitepilot_edge_ocpp_handshake_refused_total{reason="no_credentials"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"sitepilot_edge_ocpp_handshake_refused_total{reason="subprotocol"} 2"#), "{metrics}");
     assert!(metrics.contains(r#"sitepilot_edge_ocpp_handshake_refused_total{reason="unknown"} 1"#), "{metrics}");
@@ -131,7 +134,10 @@ async fn unknown_charger_pending_until_an_installer_approves_it() {
     assert_eq!(r.payload["status"], "Pending");
     assert_eq!(r.payload["interval"], 60);
     // While pending, nothing but BootNotification is accepted.
-    let f = c.call("s1", "StatusNotification", json!({"connectorId": 1, "errorCode": "NoError", "status": "Available"})).await.unwrap();
+    let f = c
+        .call("s1", "StatusNotification", json!({"connectorId": 1, "errorCode": "NoError", "status": "Available"}))
+        .await
+        .unwrap();
     assert_eq!(error_of(&f).1, ErrorCode::SecurityError);
     let (status, list) = agent.get("/api/v1/chargers/NEW-1").await;
     assert_eq!((status, list["registration"].as_str()), (200, Some("pending")));
@@ -148,7 +154,8 @@ async fn unknown_charger_pending_until_an_installer_approves_it() {
     let (status, _) = agent.post("/api/v1/chargers/NEW-1/reject", json!({})).await;
     assert_eq!(status, 200);
     let mut c = RawClient { ws: raw_connect(&url, "NEW-1", Some("its-own-secret-1"), &["ocpp1.6"]).await.unwrap() };
-    let f = c.call("b3", "BootNotification", json!({"chargePointVendor": "ACME", "chargePointModel": "W"})).await.unwrap();
+    let f =
+        c.call("b3", "BootNotification", json!({"chargePointVendor": "ACME", "chargePointModel": "W"})).await.unwrap();
     assert!(matches!(f, Frame::CallResult(ref r) if r.payload["status"] == "Rejected"), "{f:?}");
 }
 

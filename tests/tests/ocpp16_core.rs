@@ -125,8 +125,7 @@ async fn core_remote_start_and_stop() {
     })
     .await
     .expect("remote start led to a transaction");
-    let (status, answer) =
-        agent.post("/api/v1/chargers/CP-2/commands/remote-stop", json!({"transactionId": tx})).await;
+    let (status, answer) = agent.post("/api/v1/chargers/CP-2/commands/remote-stop", json!({"transactionId": tx})).await;
     assert_eq!((status, answer["status"].as_str()), (200, Some("Accepted")), "{answer}");
     let t = eventually(10, || async {
         let t = transaction(&agent, tx).await;
@@ -155,8 +154,9 @@ async fn core_change_availability_block_and_unblock() {
             ch["connectors"].as_array()?.iter().find(|c| c["connector_id"] == id)?["status"].as_str().map(str::to_owned)
         }
     };
-    let (status, answer) =
-        agent.post("/api/v1/chargers/CP-1/commands/availability", json!({"connectorId": 1, "type": "Inoperative"})).await;
+    let (status, answer) = agent
+        .post("/api/v1/chargers/CP-1/commands/availability", json!({"connectorId": 1, "type": "Inoperative"}))
+        .await;
     assert_eq!((status, answer["status"].as_str()), (200, Some("Accepted")));
     eventually(5, || async { (connector_status(1).await.as_deref() == Some("Unavailable")).then_some(()) })
         .await
@@ -170,8 +170,9 @@ async fn core_change_availability_block_and_unblock() {
     // While a transaction runs the change is Scheduled.
     cp.plug_in(2).await.unwrap();
     cp.start_transaction(2, TAG_OK).await.unwrap();
-    let (_, answer) =
-        agent.post("/api/v1/chargers/CP-1/commands/availability", json!({"connectorId": 2, "type": "Inoperative"})).await;
+    let (_, answer) = agent
+        .post("/api/v1/chargers/CP-1/commands/availability", json!({"connectorId": 2, "type": "Inoperative"}))
+        .await;
     assert_eq!(answer["status"], "Scheduled");
     schema_check(&agent).await;
 }
@@ -204,13 +205,17 @@ async fn core_configuration_trigger_unlock_clear_cache() {
     let agent = TestAgent::start().await;
     let cp = sim(&agent, "CP-1", 1).await;
     cp.boot().await.unwrap();
-    let (status, answer) =
-        agent.post("/api/v1/chargers/CP-1/commands/get-configuration", json!({"key": ["HeartbeatInterval", "Nope"]})).await;
+    let (status, answer) = agent
+        .post("/api/v1/chargers/CP-1/commands/get-configuration", json!({"key": ["HeartbeatInterval", "Nope"]}))
+        .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["configurationKey"][0]["key"], "HeartbeatInterval");
     assert_eq!(answer["unknownKey"], json!(["Nope"]));
     let (_, answer) = agent
-        .post("/api/v1/chargers/CP-1/commands/change-configuration", json!({"key": "MeterValueSampleInterval", "value": "30"}))
+        .post(
+            "/api/v1/chargers/CP-1/commands/change-configuration",
+            json!({"key": "MeterValueSampleInterval", "value": "30"}),
+        )
         .await;
     assert_eq!(answer["status"], "Accepted");
     assert_eq!(cp.snapshot().configuration["MeterValueSampleInterval"].value, "30");
@@ -260,12 +265,24 @@ async fn every_central_system_call_is_sent_and_answered() {
         ("SetChargingProfile", profile, "Accepted"),
         ("GetCompositeSchedule", json!({"connectorId": 1, "duration": 3600, "chargingRateUnit": "A"}), "Accepted"),
         ("ClearChargingProfile", json!({"id": 7}), "Accepted"),
-        ("SendLocalList", json!({"listVersion": 3, "updateType": "Full", "localAuthorizationList": [{"idTag": "A1", "idTagInfo": {"status": "Accepted"}}]}), "Accepted"),
+        (
+            "SendLocalList",
+            json!({"listVersion": 3, "updateType": "Full", "localAuthorizationList": [{"idTag": "A1", "idTagInfo": {"status": "Accepted"}}]}),
+            "Accepted",
+        ),
         ("GetLocalListVersion", json!({}), ""),
-        ("ReserveNow", json!({"connectorId": 2, "expiryDate": "2030-01-01T00:00:00Z", "idTag": TAG_OK, "reservationId": 11}), "Accepted"),
+        (
+            "ReserveNow",
+            json!({"connectorId": 2, "expiryDate": "2030-01-01T00:00:00Z", "idTag": TAG_OK, "reservationId": 11}),
+            "Accepted",
+        ),
         ("CancelReservation", json!({"reservationId": 11}), "Accepted"),
         ("TriggerMessage", json!({"requestedMessage": "StatusNotification", "connectorId": 1}), "Accepted"),
-        ("UpdateFirmware", json!({"location": "https://example.invalid/fw.bin", "retrieveDate": "2026-01-01T00:00:00Z"}), ""),
+        (
+            "UpdateFirmware",
+            json!({"location": "https://example.invalid/fw.bin", "retrieveDate": "2026-01-01T00:00:00Z"}),
+            "",
+        ),
         ("GetDiagnostics", json!({"location": "ftp://example.invalid/diag/"}), ""),
         ("DataTransfer", json!({"vendorId": "org.example", "messageId": "x"}), "UnknownVendorId"),
     ];

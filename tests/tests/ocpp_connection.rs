@@ -36,7 +36,8 @@ async fn one_outstanding_call_at_a_time_with_a_queue() {
             "UnlockConnector" => "Unlocked",
             _ => "Accepted",
         };
-        let reply = Frame::CallResult(CallResult { unique_id: call.unique_id.clone(), payload: json!({"status": status}) });
+        let reply =
+            Frame::CallResult(CallResult { unique_id: call.unique_id.clone(), payload: json!({"status": status}) });
         c.ws.send(Message::text(reply.to_text())).await.unwrap();
         seen.push(call.action);
     }
@@ -72,7 +73,10 @@ async fn unanswered_call_times_out_and_frees_the_slot() {
     assert_eq!((status, body["status"].as_str()), (200, Some("Rejected")));
     let metrics = agent.http.get(agent.api("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains(r#"sitepilot_edge_ocpp_call_timeouts_total{action="ClearCache"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"sitepilot_edge_ocpp_call_roundtrip_seconds_count{action="ClearCache"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"sitepilot_edge_ocpp_call_roundtrip_seconds_count{action="ClearCache"} 1"#),
+        "{metrics}"
+    );
 }
 
 /// A charger whose connection went silent (no frames, no pongs) is detected as dead and

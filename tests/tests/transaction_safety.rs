@@ -143,7 +143,11 @@ struct AgentProcess {
 
 async fn spawn_agent(config: &std::path::Path) -> AgentProcess {
     let bin = agent_binary();
-    assert!(bin.exists(), "{} not built: run `cargo test --workspace` (or set SITEPILOT_EDGE_AGENT_BIN)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo test --workspace` (or set SITEPILOT_EDGE_AGENT_BIN)",
+        bin.display()
+    );
     let mut child = tokio::process::Command::new(bin)
         .args(["run", "--config"])
         .arg(config)

@@ -64,11 +64,21 @@ impl Store {
     pub fn open(config: &StoreConfig, observer: Arc<dyn WriteObserver>) -> Result<Store, StoreError> {
         let writer = open_connection(&config.path, config.synchronous)?;
         schema::migrate(&writer)?;
+        // SQLite's automatic checkpoint runs inside the committing writer and stalls it
+        // for tens of milliseconds now and then; a separate connection checkpoints
+        // passively instead (it never blocks the writer; WAL readers and writers go on).
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         let reader = open_connection(&config.path, config.synchronous)?;
+        let checkpointer = open_connection(&config.path, config.synchronous)?;
         let (jobs, rx) = mpsc::channel::<Job>(16 * 1024);
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer_loop(writer, rx, observer))
+            .map_err(StoreError::Thread)?;
+        let alive = jobs.downgrade();
+        std::thread::Builder::new()
+            .name("store-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, alive))
             .map_err(StoreError::Thread)?;
         Ok(Store { jobs, reader: Arc::new(Mutex::new(reader)) })
     }
@@ -178,6 +188,17 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, observer: Arc<dyn 
         observer.commit(started.elapsed().as_secs_f64(), n);
         for d in deliveries {
             d(commit.clone());
+        }
+    }
+}
+
+/// Checkpoints the WAL every second while the store is in use; stops when every store
+/// handle is gone.
+fn checkpoint_loop(conn: Connection, alive: mpsc::WeakSender<Job>) {
+    while alive.upgrade().is_some() {
+        std::thread::sleep(Duration::from_secs(1));
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "store: WAL checkpoint failed");
         }
     }
 }

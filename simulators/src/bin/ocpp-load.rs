@@ -37,6 +37,10 @@ struct Args {
     /// Timeout of one CALL, in seconds.
     #[arg(long, default_value_t = 10)]
     call_timeout_s: u64,
+    /// The agent's SQLite `synchronous` setting: `full` (fsync at every commit, survives
+    /// power loss; the agent's default) or `normal` (survives a killed process only).
+    #[arg(long, default_value = "full", value_parser = ["full", "normal"])]
+    synchronous: String,
     /// Run as the echo baseline server instead (prints `ECHO_READY ADDR`).
     #[arg(long)]
     echo_server: bool,
@@ -68,6 +72,7 @@ async fn main() -> Result<()> {
         heartbeat_interval: Duration::from_secs(args.heartbeat_interval_s.max(1)),
         connect_rate: args.connect_rate.max(1.0),
         call_timeout: Duration::from_secs(args.call_timeout_s.max(1)),
+        synchronous: args.synchronous,
     })
     .await
 }

@@ -24,6 +24,8 @@ pub struct BenchConfig {
     pub heartbeat_interval: Duration,
     pub connect_rate: f64,
     pub call_timeout: Duration,
+    /// The agent's `store.synchronous`: `full` (fsync per commit, the default) or `normal`.
+    pub synchronous: String,
 }
 
 /// The measurements of one server at one fleet size.
@@ -52,7 +54,7 @@ fn mib(kib: u64) -> String {
 }
 
 /// The agent's config for one run (the keys the lead's `edge-agent run` reads).
-fn agent_config(dir: &std::path::Path, heartbeat_s: u64) -> String {
+fn agent_config(dir: &std::path::Path, heartbeat_s: u64, synchronous: &str) -> String {
     format!(
         r#"[site]
 id = "load-test"
@@ -65,6 +67,7 @@ heartbeat_interval_s = {heartbeat_s}
 
 [store]
 path = "{}"
+synchronous = "{synchronous}"
 
 [api]
 listen = "127.0.0.1:0"
@@ -110,7 +113,7 @@ async fn run_echo(cfg: &BenchConfig, n: usize) -> Result<TargetResult> {
 async fn run_agent(cfg: &BenchConfig, bin: &std::path::Path, n: usize) -> Result<TargetResult> {
     let dir = tempfile::tempdir().context("temp dir")?;
     let config_path = dir.path().join("edge-agent.toml");
-    std::fs::write(&config_path, agent_config(dir.path(), cfg.heartbeat_interval.as_secs().max(1)))
+    std::fs::write(&config_path, agent_config(dir.path(), cfg.heartbeat_interval.as_secs().max(1), &cfg.synchronous))
         .context("writing the agent config")?;
     let config_arg = config_path.to_string_lossy().into_owned();
     let mut server = Server::spawn(bin, &["run", "--config", &config_arg], "SITEPILOT_READY", Duration::from_secs(60))
@@ -181,11 +184,12 @@ pub async fn run(cfg: BenchConfig) -> Result<()> {
     }
     let limit = open_files_limit();
     println!(
-        "ocpp-load: counts {:?}, window {:?}, meter values every {:?}, heartbeat every {:?}, open-files limit {}",
+        "ocpp-load: counts {:?}, window {:?}, meter values every {:?}, heartbeat every {:?}, agent store.synchronous = {}, open-files limit {}",
         cfg.counts,
         cfg.duration,
         cfg.meter_interval,
         cfg.heartbeat_interval,
+        cfg.synchronous,
         limit.map_or("unknown".to_string(), |l| l.to_string())
     );
     let mut rows = Vec::new();
