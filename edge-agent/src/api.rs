@@ -121,6 +121,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/transactions", get(list_transactions))
         .route("/api/v1/transactions/{id}", get(get_transaction))
         .route("/api/v1/messages", get(messages))
+        .route("/api/v1/id-tags", get(list_tags))
+        .route("/api/v1/id-tags/{tag}", axum::routing::put(put_tag).delete(delete_tag))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not found", "no such endpoint") })
         .with_state(shared)
 }
@@ -554,4 +556,84 @@ async fn messages(
 ) -> ApiResult<Json<Vec<crate::message_log::Row>>> {
     let Query(q) = q?;
     Ok(Json(s.store.read(move |c| crate::message_log::query(c, &q)).await?))
+}
+
+#[derive(Serialize)]
+struct TagView {
+    id_tag: String,
+    status: String,
+    expiry: Option<String>,
+    parent_id_tag: Option<String>,
+    /// `config` (from the config file, rewritten at every start) or `api`.
+    source: String,
+}
+
+async fn list_tags(State(s): State<Arc<Shared>>) -> ApiResult<Json<Vec<TagView>>> {
+    let tags = s
+        .store
+        .read(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT id_tag, status, expiry, parent_id_tag, source FROM id_tags ORDER BY id_tag")?;
+            let rows = stmt.query_map([], |r| {
+                Ok(TagView {
+                    id_tag: r.get(0)?,
+                    status: r.get(1)?,
+                    expiry: r.get(2)?,
+                    parent_id_tag: r.get(3)?,
+                    source: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await?;
+    Ok(Json(tags))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TagBody {
+    status: String,
+    expiry: Option<chrono::DateTime<chrono::Utc>>,
+    parent_id_tag: Option<String>,
+}
+
+/// Adds or changes an entry of the local authorization list.
+async fn put_tag(
+    State(s): State<Arc<Shared>>,
+    Path(tag): Path<String>,
+    body: Result<Json<TagBody>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let Json(body) = body?;
+    let invalid = |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid id tag", m);
+    if tag.is_empty() || tag.chars().count() > 20 {
+        return Err(invalid(format!("id tag {tag:?} must be 1 to 20 characters (OCPP idToken)")));
+    }
+    if shared_model::model::AuthorizationStatus::parse(&body.status).is_none() {
+        return Err(invalid(format!("status {:?} is not one of Accepted, Blocked, Expired, Invalid", body.status)));
+    }
+    if body.parent_id_tag.as_ref().is_some_and(|p| p.chars().count() > 20) {
+        return Err(invalid("parent_id_tag must be at most 20 characters".into()));
+    }
+    let key = tag.clone();
+    s.store
+        .write(move |c| {
+            c.execute(
+                "INSERT INTO id_tags (id_tag, status, expiry, parent_id_tag, source) VALUES (?1, ?2, ?3, ?4, 'api')
+                 ON CONFLICT (id_tag) DO UPDATE SET status = excluded.status, expiry = excluded.expiry,
+                     parent_id_tag = excluded.parent_id_tag, source = 'api'",
+                params![key, body.status, body.expiry.map(crate::store::ts), body.parent_id_tag],
+            )?;
+            Ok(())
+        })
+        .await?;
+    Ok(Json(json!({ "id_tag": tag })))
+}
+
+async fn delete_tag(State(s): State<Arc<Shared>>, Path(tag): Path<String>) -> ApiResult<StatusCode> {
+    let key = tag.clone();
+    let n = s.store.write(move |c| Ok(c.execute("DELETE FROM id_tags WHERE id_tag = ?1", [key])?)).await?;
+    if n == 0 {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not found", format!("no id tag {tag}")));
+    }
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -333,3 +333,69 @@ async fn status_notifications_update_live_status() {
     let c1 = ch["connectors"].as_array().unwrap().iter().find(|c| c["connector_id"] == 1).cloned().unwrap();
     assert_eq!(c1["status"], "Faulted");
 }
+
+/// The local authorization list is managed over the API and used at once.
+#[tokio::test]
+async fn local_list_managed_through_the_api() {
+    let agent = TestAgent::start().await;
+    let cp = sim(&agent, "CP-1", 1).await;
+    cp.boot().await.unwrap();
+    let status = |r: shared_model::ocpp::v16::AuthorizeResponse| format!("{:?}", r.id_tag_info.status);
+    assert_eq!(status(cp.authorize("NEW-CARD").await.unwrap()), "Invalid");
+    let (s, _) = http(&agent, reqwest::Method::PUT, "/api/v1/id-tags/NEW-CARD", json!({"status": "Accepted"})).await;
+    assert_eq!(s, 200);
+    assert_eq!(status(cp.authorize("NEW-CARD").await.unwrap()), "Accepted");
+    let (s, body) = http(&agent, reqwest::Method::PUT, "/api/v1/id-tags/NEW-CARD", json!({"status": "Lost"})).await;
+    assert_eq!(s, 422, "{body}");
+    let (_, list) = agent.get("/api/v1/id-tags").await;
+    assert!(list.as_array().unwrap().iter().any(|t| t["id_tag"] == "NEW-CARD" && t["source"] == "api"));
+    let (s, _) = http(&agent, reqwest::Method::DELETE, "/api/v1/id-tags/NEW-CARD", Value::Null).await;
+    assert_eq!(s, 204);
+    assert_eq!(status(cp.authorize("NEW-CARD").await.unwrap()), "Invalid");
+    let (s, _) = http(&agent, reqwest::Method::DELETE, "/api/v1/id-tags/NEW-CARD", Value::Null).await;
+    assert_eq!(s, 404);
+}
+
+async fn http(agent: &TestAgent, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+    let mut req = agent.http.request(method, agent.api(path));
+    if !body.is_null() {
+        req = req.json(&body);
+    }
+    tests::http_json(req).await
+}
+
+/// MeterValues with every kind of qualifier and a signed value: stored verbatim.
+#[tokio::test]
+async fn meter_values_are_kept_verbatim_including_signed_data() {
+    let agent = TestAgent::start().await;
+    let mut c = tests::RawClient::connect(&agent, "CP-1").await;
+    let start = json!({"connectorId": 1, "idTag": TAG_OK, "meterStart": 1000, "timestamp": "2026-03-01T10:00:00Z"});
+    let shared_model::ocpp::framing::Frame::CallResult(r) = c.call("s1", "StartTransaction", start).await.unwrap()
+    else {
+        panic!("start refused")
+    };
+    let tx = r.payload["transactionId"].as_i64().unwrap();
+    let signed = "OCMF|{\"FV\":\"1.0\",\"RD\":[{\"RV\":\"0.0815\",\"RI\":\"1-b:1.8.0\"}]}|{\"SD\":\"3045022100\"}";
+    let mv = json!({"connectorId": 1, "transactionId": tx, "meterValue": [{
+    "timestamp": "2026-03-01T10:05:00Z",
+    "sampledValue": [
+        {"value": "1.5", "unit": "kWh", "measurand": "Energy.Active.Import.Register", "context": "Sample.Periodic"},
+        {"value": "230.12", "unit": "V", "measurand": "Voltage", "phase": "L1-N", "location": "Outlet"},
+        {"value": "-3.25", "unit": "A", "measurand": "Current.Export", "phase": "L3"},
+        {"value": "21.5", "unit": "Celsius", "measurand": "Temperature", "location": "Body"},
+        {"value": "80", "unit": "Percent", "measurand": "SoC", "location": "EV"},
+        {"value": signed, "format": "SignedData", "context": "Sample.Clock"}
+    ]}]});
+    let answer = c.call("m1", "MeterValues", mv).await.unwrap();
+    assert!(matches!(answer, shared_model::ocpp::framing::Frame::CallResult(_)), "{answer:?}");
+    let t = transaction(&agent, tx).await;
+    let values = t["meter_values"].as_array().unwrap();
+    assert_eq!(values.len(), 6);
+    assert!(
+        values.iter().any(|v| v["value"] == signed && v["format"] == "SignedData" && v["context"] == "Sample.Clock")
+    );
+    assert!(values.iter().any(|v| v["value"] == "230.12" && v["phase"] == "L1-N" && v["location"] == "Outlet"));
+    assert!(values.iter().any(|v| v["value"] == "-3.25" && v["measurand"] == "Current.Export"));
+    assert_eq!(t["last_meter_wh"], 1500, "kWh converted to Wh for the running total");
+    schema_check(&agent).await;
+}
