@@ -7,3 +7,4 @@
 
 pub mod chargepoint;
 pub mod load;
+pub mod meter;
