@@ -4,6 +4,11 @@
 //!   end-to-end tests and the `chargepoint-sim` binary.
 //! - [`load`]: the lean load generator, echo baseline server and process probes behind
 //!   the `ocpp-load` benchmark binary.
+//! - [`meter`]: a Modbus TCP site meter whose readings are a building load profile plus
+//!   the current the simulated chargers draw, behind the `meter-sim` binary.
+//!
+//! The binaries under test never depend on this crate; simulators talk to them over
+//! real sockets only (the demo starts the edge agent as a process).
 
 pub mod chargepoint;
 pub mod load;
