@@ -123,6 +123,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/messages", get(messages))
         .route("/api/v1/id-tags", get(list_tags))
         .route("/api/v1/id-tags/{tag}", axum::routing::put(put_tag).delete(delete_tag))
+        .route("/api/v1/meters", get(list_meters))
+        .route("/api/v1/meters/{id}", get(get_meter))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not found", "no such endpoint") })
         .with_state(shared)
 }
@@ -636,4 +638,16 @@ async fn delete_tag(State(s): State<Arc<Shared>>, Path(tag): Path<String>) -> Ap
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not found", format!("no id tag {tag}")));
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Every configured meter: last good reading, its age, staleness and the last error.
+async fn list_meters(State(s): State<Arc<Shared>>) -> Json<Vec<crate::meters::MeterView>> {
+    Json(s.meters.views(chrono::Utc::now()))
+}
+
+async fn get_meter(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult<Json<crate::meters::MeterView>> {
+    s.meters
+        .view(&id, chrono::Utc::now())
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not found", format!("no meter {id}")))
 }

@@ -26,6 +26,8 @@ pub struct Shared {
     pub registry: Registry,
     pub directory: Directory,
     pub verifier: Verifier,
+    /// Live meter states (API, metrics, and the balancer's measurements).
+    pub meters: crate::meters::MeterHub,
     /// The result of config validation, shown on the API.
     pub started_at: chrono::DateTime<chrono::Utc>,
 }
@@ -69,6 +71,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let directory = Directory::default();
     directory.replace_all(load_directory(&store).await?);
 
+    // Maps are loaded and buses built now; meters are only contacted by their tasks.
+    let meter_pollers = crate::meters::Pollers::from_config(&config.meters).context("preparing the meters")?;
+    let meters = crate::meters::MeterHub::new(meter_pollers.infos(), metrics.clone());
+
     let ocpp_listener = TcpListener::bind(config.ocpp.listen).await.with_context(|| {
         format!("binding the OCPP listener on {} (ocpp.listen): is the port taken?", config.ocpp.listen)
     })?;
@@ -85,14 +91,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         registry: Registry::default(),
         directory,
         verifier: Verifier::default(),
+        meters,
         started_at: chrono::Utc::now(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let tasks = vec![
+    let meter_tasks = meter_pollers.spawn(&shared.meters, shutdown_rx.clone());
+    let mut tasks = vec![
         tokio::spawn(crate::ocpp::server::serve(shared.clone(), ocpp_listener, shutdown_rx.clone())),
         tokio::spawn(crate::api::serve(shared.clone(), api_listener, shutdown_rx.clone())),
         tokio::spawn(retention_loop(shared.clone(), shutdown_rx)),
     ];
+    tasks.extend(meter_tasks);
     tracing::info!(ocpp = %ocpp_addr, api = %api_addr, site = %shared.config.site.id, "edge agent started");
     Ok(Running { shared, ocpp_addr, api_addr, shutdown, tasks })
 }

@@ -24,6 +24,8 @@ pub struct Config {
     pub authorization: AuthorizationConfig,
     #[serde(default)]
     pub chargers: Vec<ChargerConfig>,
+    #[serde(default)]
+    pub meters: Vec<MeterConfig>,
 }
 
 /// `[site]`
@@ -203,6 +205,120 @@ pub struct ChargerConfig {
     pub name: Option<String>,
 }
 
+/// One `[[meters]]` entry: a Modbus meter the agent polls (see [`crate::meters`]).
+///
+/// Exactly one of `map` / `map_file` and exactly one of `tcp` / `rtu`. A meter that
+/// cannot be reached is only stale (safe limits apply where it measures), never a reason
+/// not to start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeterConfig {
+    /// 1 to 64 letters, digits, `-` or `_`; the name in the API and the metrics.
+    pub id: String,
+    /// A built-in register map, e.g. `eastron-sdm630` (see `configs/meters/`).
+    #[serde(default)]
+    pub map: Option<String>,
+    /// A register map file (TOML); a relative path is relative to the config file.
+    #[serde(default)]
+    pub map_file: Option<PathBuf>,
+    /// Modbus TCP: `IP:PORT` of the meter or of a TCP-to-RTU gateway (port 502 when left out).
+    #[serde(default)]
+    pub tcp: Option<String>,
+    /// Modbus RTU on a serial line.
+    #[serde(default)]
+    pub rtu: Option<RtuConfig>,
+    /// Modbus unit (slave) id: 1-247 on an RTU line; on TCP what the device expects.
+    #[serde(default = "default_meter_unit_id")]
+    pub unit_id: u8,
+    /// Poll period.
+    #[serde(default = "default_meter_period_ms")]
+    pub period_ms: u64,
+    /// Timeout of one Modbus request (and of connecting).
+    #[serde(default = "default_meter_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Immediate retries within one period after a failed read.
+    #[serde(default = "default_meter_retries")]
+    pub retries: u32,
+    /// After consecutive failed polls the poll interval doubles, up to this; the first
+    /// good read brings it back to `period_ms`. Equal to `period_ms`: no backoff.
+    #[serde(default = "default_meter_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+    /// Stale (safe limits where it measures) after this many periods without a good read.
+    #[serde(default = "default_meter_stale_after_periods")]
+    pub stale_after_periods: u32,
+    /// The circuit node the meter measures (all loads below it included).
+    #[serde(default)]
+    pub node: Option<String>,
+}
+
+fn default_meter_unit_id() -> u8 {
+    1
+}
+fn default_meter_period_ms() -> u64 {
+    1000
+}
+fn default_meter_timeout_ms() -> u64 {
+    500
+}
+fn default_meter_retries() -> u32 {
+    2
+}
+fn default_meter_max_backoff_ms() -> u64 {
+    10_000
+}
+fn default_meter_stale_after_periods() -> u32 {
+    3
+}
+
+/// Serial parity of a Modbus RTU line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SerialParity {
+    #[default]
+    None,
+    Even,
+    Odd,
+}
+
+/// `rtu = { device = "/dev/ttyUSB0", baud = 9600, parity = "none", stop_bits = 1 }`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtuConfig {
+    /// Serial device, e.g. `/dev/ttyUSB0`. Meters on the same device share the line.
+    pub device: String,
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    #[serde(default)]
+    pub parity: SerialParity,
+    /// 1 or 2.
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: u8,
+}
+
+fn default_baud() -> u32 {
+    9600
+}
+fn default_stop_bits() -> u8 {
+    1
+}
+
+impl MeterConfig {
+    /// The Modbus TCP address, when the meter is on TCP: `IP:PORT`, or `IP` for port 502.
+    pub fn tcp_addr(&self) -> Option<Result<SocketAddr, String>> {
+        self.tcp.as_deref().map(parse_tcp_target)
+    }
+}
+
+fn parse_tcp_target(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, 502));
+    }
+    Err(format!("{s:?} is not IP:PORT (e.g. \"192.168.1.50:502\"); host names are not resolved"))
+}
+
 /// A configuration error with its location.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -261,13 +377,20 @@ impl Config {
 
     /// Parses and validates config text; `path` is only used in error messages.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
-        let config: Config = toml::from_str(text).map_err(|e| {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
             let (line, key) = match e.span() {
                 Some(span) => (Some(line_of_offset(text, span.start)), key_at_offset(text, span.start)),
                 None => (None, None),
             };
             ConfigErrors(vec![ConfigError { file: path.to_owned(), line, key, reason: e.message().trim().to_owned() }])
         })?;
+        // Register map files sit next to the config file, wherever the agent is started from.
+        let base = path.parent().unwrap_or(Path::new(""));
+        for m in &mut config.meters {
+            if let Some(file) = m.map_file.as_mut().filter(|f| f.is_relative()) {
+                *file = base.join(&*file);
+            }
+        }
         let errors = config.validate(path, text);
         if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
     }
@@ -372,8 +495,169 @@ impl Config {
                 );
             }
         }
+        errors.extend(self.validate_meters(path, text));
         errors
     }
+
+    fn validate_meters(&self, path: &Path, text: &str) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let mut err = |i: usize, key: &str, reason: String| {
+            // `rtu.baud` sits on the `rtu = { ... }` line.
+            let top = key.split('.').next().unwrap_or(key);
+            errors.push(ConfigError {
+                file: path.to_owned(),
+                line: find_key_line(text, "meters", top, Some(i))
+                    .or_else(|| find_key_line(text, "meters", "id", Some(i))),
+                key: Some(format!("meters[{i}].{key}")),
+                reason,
+            });
+        };
+        let mut ids = std::collections::HashMap::new();
+        let mut nodes = std::collections::HashMap::new();
+        // Per device on the line: (index, unit ids, settings that must agree).
+        let mut devices: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        let mut units: std::collections::HashMap<(String, u8), usize> = std::collections::HashMap::new();
+        for (i, m) in self.meters.iter().enumerate() {
+            if m.id.is_empty()
+                || m.id.len() > 64
+                || !m.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                err(i, "id", format!("{:?} is not a valid meter id: use 1 to 64 letters, digits, '-' or '_'", m.id));
+            } else if let Some(first) = ids.insert(m.id.clone(), i) {
+                err(i, "id", format!("meter {:?} is already meters[{first}]", m.id));
+            }
+            match (&m.map, &m.map_file) {
+                (Some(_), Some(_)) => {
+                    err(i, "map_file", "give either map (a built-in map) or map_file, not both".into())
+                }
+                (None, None) => err(
+                    i,
+                    "map",
+                    format!(
+                        "meter {:?} needs `map` (one of {}) or `map_file` (a register map TOML file)",
+                        m.id,
+                        builtin_map_names()
+                    ),
+                ),
+                (Some(name), None) => {
+                    if !hardware::meter::BUILTIN_MAPS.iter().any(|(n, _)| n == name) {
+                        err(
+                            i,
+                            "map",
+                            format!(
+                                "unknown meter map {name:?}: use one of {} or map_file for your own",
+                                builtin_map_names()
+                            ),
+                        );
+                    }
+                }
+                (None, Some(file)) => {
+                    if let Err(e) = hardware::meter::RegisterMap::load(file) {
+                        err(i, "map_file", format!("register map {}: {e}", file.display()));
+                    }
+                }
+            }
+            match (m.tcp_addr(), &m.rtu) {
+                (Some(_), Some(_)) => err(i, "rtu", "give either tcp or rtu, not both".into()),
+                (None, None) => err(
+                    i,
+                    "tcp",
+                    format!("meter {:?} needs `tcp = \"IP:PORT\"` or `rtu = {{ device = \"/dev/ttyUSB0\" }}`", m.id),
+                ),
+                (Some(Err(e)), None) => err(i, "tcp", e),
+                (Some(Ok(addr)), None) => {
+                    if addr.port() == 0 {
+                        err(i, "tcp", "port 0 is not a Modbus server port".into());
+                    }
+                    if let Some(first) = units.insert((format!("tcp {addr}"), m.unit_id), i) {
+                        err(i, "unit_id", format!("meters[{first}] already polls unit {} at {addr}", m.unit_id));
+                    }
+                }
+                (None, Some(rtu)) => {
+                    if rtu.device.trim().is_empty() {
+                        err(i, "rtu.device", "must name the serial device, e.g. \"/dev/ttyUSB0\"".into());
+                    }
+                    if !(300..=4_000_000).contains(&rtu.baud) {
+                        err(i, "rtu.baud", format!("{} is not a serial baud rate (300 to 4000000)", rtu.baud));
+                    }
+                    if !matches!(rtu.stop_bits, 1 | 2) {
+                        err(i, "rtu.stop_bits", format!("{} stop bits: use 1 or 2", rtu.stop_bits));
+                    }
+                    if !(1..=247).contains(&m.unit_id) {
+                        err(i, "unit_id", format!("{} is not an RTU unit id (1 to 247)", m.unit_id));
+                    }
+                    if let Some(first) = units.insert((format!("rtu {}", rtu.device), m.unit_id), i) {
+                        err(i, "unit_id", format!("meters[{first}] already has unit {} on {}", m.unit_id, rtu.device));
+                    }
+                    // One line, one set of serial settings and one request timeout.
+                    match devices.get(&rtu.device) {
+                        Some(&first) => {
+                            let other = &self.meters[first];
+                            if other.rtu.as_ref().is_some_and(|o| {
+                                (o.baud, o.parity, o.stop_bits) != (rtu.baud, rtu.parity, rtu.stop_bits)
+                            }) {
+                                err(
+                                    i,
+                                    "rtu",
+                                    format!(
+                                        "{} is shared with meters[{first}], which sets other serial settings",
+                                        rtu.device
+                                    ),
+                                );
+                            }
+                            if other.timeout_ms != m.timeout_ms {
+                                err(
+                                    i,
+                                    "timeout_ms",
+                                    format!(
+                                        "{} is shared with meters[{first}], whose timeout_ms is {}: meters on one line share the timeout",
+                                        rtu.device, other.timeout_ms
+                                    ),
+                                );
+                            }
+                        }
+                        None => {
+                            devices.insert(rtu.device.clone(), i);
+                        }
+                    }
+                }
+            }
+            if !(10..=3_600_000).contains(&m.period_ms) {
+                err(i, "period_ms", format!("{} ms: use 10 to 3600000", m.period_ms));
+            }
+            if !(10..=60_000).contains(&m.timeout_ms) {
+                err(i, "timeout_ms", format!("{} ms: use 10 to 60000", m.timeout_ms));
+            }
+            if m.retries > 10 {
+                err(i, "retries", format!("{} retries: use 0 to 10", m.retries));
+            }
+            if m.max_backoff_ms < m.period_ms || m.max_backoff_ms > 3_600_000 {
+                err(
+                    i,
+                    "max_backoff_ms",
+                    format!("{} ms: use period_ms ({}) to 3600000", m.max_backoff_ms, m.period_ms),
+                );
+            }
+            if !(1..=1000).contains(&m.stale_after_periods) {
+                err(i, "stale_after_periods", format!("{}: use 1 to 1000", m.stale_after_periods));
+            }
+            if let Some(node) = &m.node {
+                match node.parse::<crate::balancer::NodeId>() {
+                    Err(e) => err(i, "node", e.to_string()),
+                    Ok(_) => {
+                        if let Some(first) = nodes.insert(node.clone(), i) {
+                            err(i, "node", format!("node {node:?} is already measured by meters[{first}]"));
+                        }
+                    }
+                }
+            }
+        }
+        errors
+    }
+}
+
+fn builtin_map_names() -> String {
+    hardware::meter::BUILTIN_MAPS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
 }
 
 fn line_of_offset(text: &str, offset: usize) -> usize {
@@ -478,10 +762,96 @@ mod tests {
         assert!(e.to_string().contains("/nonexistent/edge.toml: cannot read file"), "{e}");
     }
 
+    const METER: &str =
+        "[site]\nid = \"s1\"\n[[meters]]\nid = \"grid\"\nmap = \"eastron-sdm630\"\ntcp = \"192.168.1.50:502\"\n";
+
+    #[test]
+    fn meters_get_defaults() {
+        let c = parse(METER).expect("valid");
+        let m = &c.meters[0];
+        assert_eq!((m.unit_id, m.period_ms, m.timeout_ms, m.retries), (1, 1000, 500, 2));
+        assert_eq!((m.max_backoff_ms, m.stale_after_periods), (10_000, 3));
+        assert_eq!(m.tcp_addr(), Some(Ok("192.168.1.50:502".parse().expect("addr"))));
+        let c = parse(
+            "[site]\nid = \"s1\"\n[[meters]]\nid = \"m\"\nmap = \"abb-b23\"\ntcp = \"10.0.0.7\"\n\
+                       [[meters]]\nid = \"n\"\nmap = \"abb-b23\"\nrtu = { device = \"/dev/ttyUSB0\" }\nunit_id = 2\n",
+        )
+        .expect("valid");
+        assert_eq!(c.meters[0].tcp_addr(), Some(Ok("10.0.0.7:502".parse().expect("addr"))), "port 502 by default");
+        let rtu = c.meters[1].rtu.as_ref().expect("rtu");
+        assert_eq!((rtu.baud, rtu.parity, rtu.stop_bits), (9600, SerialParity::None, 1));
+    }
+
+    #[test]
+    fn meter_errors_name_line_key_and_reason() {
+        let text = "[site]\nid = \"s1\"\n\
+                    [[meters]]\nid = \"grid\"\nmap = \"eastron-sdm631\"\ntcp = \"meter.local:502\"\nperiod_ms = 5\n\
+                    [[meters]]\nid = \"grid\"\nmap = \"abb-b23\"\nmap_file = \"x.toml\"\n\
+                    rtu = { device = \"/dev/ttyUSB0\", stop_bits = 3 }\nunit_id = 0\nnode = \"main\"\n\
+                    [[meters]]\nid = \"bad id\"\nmax_backoff_ms = 10\nstale_after_periods = 0\nnode = \"main\"\n";
+        let e = parse(text).expect_err("invalid");
+        let found: Vec<(String, Option<usize>)> =
+            e.0.iter().map(|e| (e.key.clone().unwrap_or_default(), e.line)).collect();
+        for (key, line) in [
+            ("meters[0].map", 5),
+            ("meters[0].tcp", 6),
+            ("meters[0].period_ms", 7),
+            ("meters[1].id", 9),
+            ("meters[1].map_file", 11),
+            ("meters[1].rtu.stop_bits", 12),
+            ("meters[1].unit_id", 13),
+            ("meters[2].id", 16),
+            ("meters[2].map", 16),
+            ("meters[2].tcp", 16),
+            ("meters[2].max_backoff_ms", 17),
+            ("meters[2].stale_after_periods", 18),
+            ("meters[2].node", 19),
+        ] {
+            assert!(found.contains(&(key.to_owned(), Some(line))), "{key} at line {line} not in {found:?}");
+        }
+        let text = e.to_string();
+        assert!(
+            text.contains(
+                "edge.toml:5: key `meters[0].map`: unknown meter map \"eastron-sdm631\": use one of abb-b23,"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("eastron-sdm630"), "{text}");
+        assert!(text.contains("host names are not resolved"), "{text}");
+        assert!(text.contains("not both"), "{text}");
+        assert!(text.contains("meter \"grid\" is already meters[0]"), "{text}");
+        assert!(text.contains("node \"main\" is already measured by meters[1]"), "{text}");
+    }
+
+    #[test]
+    fn meters_on_one_serial_line_must_agree() {
+        let text = "[site]\nid = \"s1\"\n\
+                    [[meters]]\nid = \"a\"\nmap = \"abb-b23\"\nrtu = { device = \"/dev/ttyS1\", baud = 19200 }\n\
+                    [[meters]]\nid = \"b\"\nmap = \"abb-b23\"\nrtu = { device = \"/dev/ttyS1\" }\nunit_id = 2\ntimeout_ms = 300\n\
+                    [[meters]]\nid = \"c\"\nmap = \"abb-b23\"\nrtu = { device = \"/dev/ttyS1\", baud = 19200 }\n";
+        let e = parse(text).expect_err("invalid");
+        let keys: Vec<_> = e.0.iter().map(|e| e.key.clone().unwrap_or_default()).collect();
+        assert_eq!(keys, vec!["meters[1].rtu", "meters[1].timeout_ms", "meters[2].unit_id"], "{e}");
+        assert!(e.to_string().contains("meters[0] already has unit 1 on /dev/ttyS1"), "{e}");
+    }
+
+    #[test]
+    fn map_files_are_relative_to_the_config_file_and_checked() {
+        let configs = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/edge.toml"));
+        let text = "[site]\nid = \"s1\"\n[[meters]]\nid = \"m\"\nmap_file = \"meters/eastron-sdm630.toml\"\ntcp = \"10.0.0.7:502\"\n";
+        let c = Config::parse(configs, text).map_err(|e| e.to_string()).expect("valid");
+        assert!(c.meters[0].map_file.as_ref().is_some_and(|f| f.ends_with("configs/meters/eastron-sdm630.toml")));
+        let e = Config::parse(configs, &text.replace("eastron-sdm630", "no-such-meter")).expect_err("missing");
+        assert_eq!(e.0[0].key.as_deref(), Some("meters[0].map_file"));
+        assert_eq!(e.0[0].line, Some(5));
+        assert!(e.0[0].reason.contains("no-such-meter.toml: cannot read"), "{e}");
+    }
+
     #[test]
     fn example_config_is_valid() {
         let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/edge-agent.example.toml"));
         let c = Config::load(path).map_err(|e| e.to_string()).expect("example config must be valid");
         assert!(!c.chargers.is_empty());
+        assert_eq!(c.meters.len(), 1, "the example documents a meter");
     }
 }

@@ -22,6 +22,7 @@ pub mod balancer;
 pub mod chargers;
 pub mod config;
 pub mod message_log;
+pub mod meters;
 pub mod metrics;
 pub mod ocpp;
 pub mod store;

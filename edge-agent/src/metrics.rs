@@ -8,6 +8,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MessageLabels {
@@ -32,6 +33,37 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MeterLabels {
+    pub meter: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MeterResultLabels {
+    pub meter: String,
+    /// `ok`, or what went wrong (see `meters::error_label`).
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MeterTransitionLabels {
+    pub meter: String,
+    /// `enter` (stale) or `exit`.
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MeterPhaseLabels {
+    pub meter: String,
+    /// `L1`, `L2`, `L3`.
+    pub phase: &'static str,
+}
+
+fn meter_read_histogram() -> Histogram {
+    // 1 ms .. ~8 s
+    Histogram::new(exponential_buckets(0.001, 2.0, 14))
+}
+
 fn roundtrip_histogram() -> Histogram {
     // 1 ms .. ~16 s
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
@@ -48,6 +80,12 @@ pub struct Metrics {
     pub handshake_refused: Family<ReasonLabels, Counter>,
     pub sqlite_commit: Histogram,
     pub sqlite_jobs: Counter,
+    pub meter_reads: Family<MeterResultLabels, Counter>,
+    pub meter_read_seconds: Family<MeterLabels, Histogram, fn() -> Histogram>,
+    pub meter_stale: Family<MeterLabels, Gauge>,
+    pub meter_stale_transitions: Family<MeterTransitionLabels, Counter>,
+    pub meter_current: Family<MeterPhaseLabels, Gauge<f64, AtomicU64>>,
+    pub meter_power: Family<MeterLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -84,6 +122,35 @@ impl Metrics {
         registry.register("sqlite_commit_seconds", "Latency of one SQLite group commit", sqlite_commit.clone());
         let sqlite_jobs = Counter::default();
         registry.register("sqlite_write_jobs", "Store write jobs committed", sqlite_jobs.clone());
+        let meter_reads = Family::<MeterResultLabels, Counter>::default();
+        registry.register("meter_reads", "Meter read attempts by meter and result", meter_reads.clone());
+        let meter_read_seconds =
+            Family::<MeterLabels, Histogram, fn() -> Histogram>::new_with_constructor(meter_read_histogram);
+        registry.register(
+            "meter_read_seconds",
+            "Duration of one meter read attempt, failed ones included",
+            meter_read_seconds.clone(),
+        );
+        let meter_stale = Family::<MeterLabels, Gauge>::default();
+        registry.register(
+            "meter_stale",
+            "1 while a meter has no fresh reading (safe limits apply where it measures)",
+            meter_stale.clone(),
+        );
+        let meter_stale_transitions = Family::<MeterTransitionLabels, Counter>::default();
+        registry.register(
+            "meter_stale_transitions",
+            "Entries into (start-up included) and exits from meter staleness",
+            meter_stale_transitions.clone(),
+        );
+        let meter_current = Family::<MeterPhaseLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register("meter_current_amperes", "Last good current reading per phase", meter_current.clone());
+        let meter_power = Family::<MeterLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "meter_power_watts",
+            "Last good total active power reading (positive: import)",
+            meter_power.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             connections,
@@ -94,6 +161,12 @@ impl Metrics {
             handshake_refused,
             sqlite_commit,
             sqlite_jobs,
+            meter_reads,
+            meter_read_seconds,
+            meter_stale,
+            meter_stale_transitions,
+            meter_current,
+            meter_power,
         }
     }
 
