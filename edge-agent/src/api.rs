@@ -303,7 +303,7 @@ async fn set_registration(
     let stored_hash = s
         .store
         .write(move |c| {
-            crate::chargers::set_registration(c, &key, registration, hash)?;
+            crate::chargers::set_registration(c, &key, registration, hash, chrono::Utc::now())?;
             Ok(c.query_row("SELECT password_hash FROM chargers WHERE id = ?1", [&key], |r| {
                 r.get::<_, Option<String>>(0)
             })
@@ -625,7 +625,15 @@ async fn put_tag(
                      parent_id_tag = excluded.parent_id_tag, source = 'api'",
                 params![key, body.status, body.expiry.map(crate::store::ts), body.parent_id_tag],
             )?;
-            Ok(())
+            let now = chrono::Utc::now();
+            let event = shared_model::events::SiteEvent::IdTagChanged {
+                id_tag: key,
+                status: Some(body.status),
+                expiry: body.expiry,
+                parent_id_tag: body.parent_id_tag,
+                at: now,
+            };
+            crate::chargers::emit(c, &event, now)
         })
         .await?;
     Ok(Json(json!({ "id_tag": tag })))
@@ -633,7 +641,24 @@ async fn put_tag(
 
 async fn delete_tag(State(s): State<Arc<Shared>>, Path(tag): Path<String>) -> ApiResult<StatusCode> {
     let key = tag.clone();
-    let n = s.store.write(move |c| Ok(c.execute("DELETE FROM id_tags WHERE id_tag = ?1", [key])?)).await?;
+    let n = s
+        .store
+        .write(move |c| {
+            let n = c.execute("DELETE FROM id_tags WHERE id_tag = ?1", [&key])?;
+            if n > 0 {
+                let now = chrono::Utc::now();
+                let event = shared_model::events::SiteEvent::IdTagChanged {
+                    id_tag: key,
+                    status: None,
+                    expiry: None,
+                    parent_id_tag: None,
+                    at: now,
+                };
+                crate::chargers::emit(c, &event, now)?;
+            }
+            Ok(n)
+        })
+        .await?;
     if n == 0 {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not found", format!("no id tag {tag}")));
     }

@@ -90,7 +90,15 @@ pub fn register_unknown(
          WHERE chargers.registration = 'pending'",
     )?
     .execute(params![station, registration.as_str(), presented_password_hash, ts(now)])?;
-    Ok(())
+    emit(
+        conn,
+        &SiteEvent::StationRegistration {
+            station: station.to_owned(),
+            registration: registration.as_str().to_owned(),
+            at: now,
+        },
+        now,
+    )
 }
 
 /// Sets a station's registration (installer approval or block), adopting the password
@@ -100,6 +108,7 @@ pub fn set_registration(
     station: &str,
     registration: Registration,
     password_hash: Option<String>,
+    now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let n = conn.execute(
         "UPDATE chargers SET registration = ?2,
@@ -111,7 +120,15 @@ pub fn set_registration(
     if n == 0 {
         return Err(StoreError::NotFound(format!("charger {station}")));
     }
-    Ok(())
+    emit(
+        conn,
+        &SiteEvent::StationRegistration {
+            station: station.to_owned(),
+            registration: registration.as_str().to_owned(),
+            at: now,
+        },
+        now,
+    )
 }
 
 /// Records a connection or disconnection.

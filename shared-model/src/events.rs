@@ -13,6 +13,18 @@ use serde::{Deserialize, Serialize};
 pub enum SiteEvent {
     /// A charging station booted (BootNotification) and how we answered.
     StationBooted { station: String, info: StationInfo, registration: String, at: DateTime<Utc> },
+    /// A station's registration changed: first seen (unknown-charger policy), approved or
+    /// rejected by an installer.
+    StationRegistration { station: String, registration: String, at: DateTime<Utc> },
+    /// An entry of the site's local authorization list was set (`status` present) or
+    /// removed (`status` absent) through the local API.
+    IdTagChanged {
+        id_tag: String,
+        status: Option<String>,
+        expiry: Option<DateTime<Utc>>,
+        parent_id_tag: Option<String>,
+        at: DateTime<Utc>,
+    },
     /// A station's WebSocket connected or disconnected.
     StationConnection { station: String, connected: bool, at: DateTime<Utc> },
     /// A connector's status changed (or was re-reported).
@@ -58,6 +70,8 @@ impl SiteEvent {
     pub fn kind(&self) -> &'static str {
         match self {
             SiteEvent::StationBooted { .. } => "station_booted",
+            SiteEvent::StationRegistration { .. } => "station_registration",
+            SiteEvent::IdTagChanged { .. } => "id_tag_changed",
             SiteEvent::StationConnection { .. } => "station_connection",
             SiteEvent::ConnectorStatus { .. } => "connector_status",
             SiteEvent::TransactionStarted { .. } => "transaction_started",

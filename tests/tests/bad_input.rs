@@ -157,6 +157,16 @@ async fn unknown_charger_pending_until_an_installer_approves_it() {
     let f =
         c.call("b3", "BootNotification", json!({"chargePointVendor": "ACME", "chargePointModel": "W"})).await.unwrap();
     assert!(matches!(f, Frame::CallResult(ref r) if r.payload["status"] == "Rejected"), "{f:?}");
+    // Every registration change (first seen, approved, rejected) is an outbox event.
+    let db = rusqlite::Connection::open(agent.dir.path().join("edge.db")).unwrap();
+    let registrations: Vec<String> = db
+        .prepare("SELECT payload FROM outbox WHERE kind = 'station_registration' ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|p| serde_json::from_str::<serde_json::Value>(&p.unwrap()).unwrap()["registration"].to_string())
+        .collect();
+    assert_eq!(registrations, [r#""pending""#, r#""accepted""#, r#""rejected""#]);
 }
 
 #[tokio::test]

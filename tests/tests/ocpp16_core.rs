@@ -354,6 +354,14 @@ async fn local_list_managed_through_the_api() {
     assert_eq!(status(cp.authorize("NEW-CARD").await.unwrap()), "Invalid");
     let (s, _) = http(&agent, reqwest::Method::DELETE, "/api/v1/id-tags/NEW-CARD", Value::Null).await;
     assert_eq!(s, 404);
+    // Both changes reached the outbox (one event each; the refused one none).
+    let db = rusqlite_count(&agent, "SELECT count(*) FROM outbox WHERE kind = 'id_tag_changed'");
+    assert_eq!(db, 2);
+}
+
+fn rusqlite_count(agent: &TestAgent, sql: &str) -> i64 {
+    let conn = rusqlite::Connection::open(agent.dir.path().join("edge.db")).unwrap();
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
 async fn http(agent: &TestAgent, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
