@@ -36,10 +36,11 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => match edge_agent::config::Config::load(&config) {
             Ok(c) => {
                 println!(
-                    "{}: ok (site {}, {} chargers, {} id tags, OCPP on {}, API on {})",
+                    "{}: ok (site {}, {} chargers, {} meters, {} id tags, OCPP on {}, API on {})",
                     config.display(),
                     c.site.id,
                     c.chargers.len(),
+                    c.meters.len(),
                     c.authorization.tags.len(),
                     c.ocpp.listen,
                     c.api.listen
