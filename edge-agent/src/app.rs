@@ -28,7 +28,7 @@ pub struct Shared {
     pub verifier: Verifier,
     /// Live meter states (API, metrics, and the balancer's measurements).
     pub meters: crate::meters::MeterHub,
-    /// The result of config validation, shown on the API.
+    /// When this agent started (shown on `/health`).
     pub started_at: chrono::DateTime<chrono::Utc>,
 }
 
