@@ -5,6 +5,7 @@
 //!   protocol version ([`ocpp::v16`] for OCPP 1.6J).
 //! - [`model`]: the version-neutral charger model every OCPP version adapter maps into.
 //! - [`ids`]: validated identifiers.
+//! - [`site`]: the site's supply phases and how chargers are wired to them.
 //!
 //! ```
 //! use shared_model::ocpp::framing::Frame;
@@ -16,3 +17,4 @@ pub mod events;
 pub mod ids;
 pub mod model;
 pub mod ocpp;
+pub mod site;

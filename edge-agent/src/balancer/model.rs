@@ -43,8 +43,8 @@ pub enum ModelError {
     UnknownNode { charger: ChargerId, node: NodeId },
     #[error("charger {charger}: min_current_a {min} is above max_current_a {max}")]
     MinAboveMax { charger: ChargerId, min: f64, max: f64 },
-    #[error("wiring {0}")]
-    Wiring(&'static str),
+    #[error(transparent)]
+    Wiring(#[from] WiringError),
 }
 
 /// Why the balancer could not run at all (the caller then keeps every charger on its safe
@@ -145,110 +145,7 @@ id_type!(
     "charger"
 );
 
-/// A site phase (line conductor of the grid connection).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Phase {
-    L1,
-    L2,
-    L3,
-}
-
-impl Phase {
-    /// All three, in order.
-    pub const ALL: [Phase; 3] = [Phase::L1, Phase::L2, Phase::L3];
-
-    /// 0, 1 or 2.
-    pub fn index(self) -> usize {
-        match self {
-            Phase::L1 => 0,
-            Phase::L2 => 1,
-            Phase::L3 => 2,
-        }
-    }
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Phase::L1 => "L1",
-            Phase::L2 => "L2",
-            Phase::L3 => "L3",
-        })
-    }
-}
-
-/// Which site phase each charger phase is connected to: entry `i` is charger phase `i+1`.
-/// A 1-phase charger on L2 is `[L2]`; a 3-phase charger installed with rotation L2-L3-L1
-/// is `[L2, L3, L1]` (its phase 1, the one a 1-phase car charges on, is on site L2).
-/// In configuration it is a list of one to three distinct phases.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "Vec<Phase>", into = "Vec<Phase>")]
-pub struct Wiring([Option<Phase>; 3]);
-
-impl Wiring {
-    /// A 3-phase charger without rotation: L1-L2-L3.
-    pub const THREE_PHASE: Wiring = Wiring([Some(Phase::L1), Some(Phase::L2), Some(Phase::L3)]);
-
-    /// A 1-phase charger on the given site phase.
-    pub fn single(phase: Phase) -> Wiring {
-        Wiring([Some(phase), None, None])
-    }
-
-    /// Charger phases 1, 2, 3 on the given site phases (one to three, distinct).
-    pub fn try_new(phases: &[Phase]) -> Result<Wiring, ModelError> {
-        if phases.is_empty() || phases.len() > 3 {
-            return Err(ModelError::Wiring("must list one to three site phases"));
-        }
-        let mut out = [None; 3];
-        for (i, p) in phases.iter().enumerate() {
-            if phases[..i].contains(p) {
-                return Err(ModelError::Wiring("lists a site phase twice"));
-            }
-            out[i] = Some(*p);
-        }
-        Ok(Wiring(out))
-    }
-
-    /// Site phase of charger phase `i` (0-based), if that charger phase exists.
-    pub fn site_phase(&self, charger_phase: usize) -> Option<Phase> {
-        self.0.get(charger_phase).copied().flatten()
-    }
-
-    /// Number of charger phases (1 to 3).
-    pub fn phase_count(&self) -> usize {
-        self.0.iter().flatten().count()
-    }
-
-    /// The site phases a load on the first `ev_phases` charger phases draws from (all of the
-    /// charger's phases when `None`). A 1-phase car always charges on charger phase 1.
-    pub fn site_phases(&self, ev_phases: Option<u8>) -> [bool; 3] {
-        let n = ev_phases.map_or(3, |k| usize::from(k.clamp(1, 3)));
-        let mut mask = [false; 3];
-        for p in self.0.iter().take(n).flatten() {
-            mask[p.index()] = true;
-        }
-        mask
-    }
-}
-
-impl TryFrom<Vec<Phase>> for Wiring {
-    type Error = ModelError;
-    fn try_from(v: Vec<Phase>) -> Result<Self, Self::Error> {
-        Wiring::try_new(&v)
-    }
-}
-
-impl From<Wiring> for Vec<Phase> {
-    fn from(w: Wiring) -> Self {
-        w.0.iter().flatten().copied().collect()
-    }
-}
-
-impl Default for Wiring {
-    fn default() -> Self {
-        Wiring::THREE_PHASE
-    }
-}
+pub use shared_model::site::{Phase, Wiring, WiringError};
 
 fn default_voltage() -> f64 {
     230.0

@@ -44,43 +44,7 @@ pub struct MeterInfo {
 
 /// One good reading, in base units (A, V, W, Wh, Hz, var, VA); `null` for what the meter
 /// does not provide.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Reading {
-    /// L1, L2, L3.
-    pub currents_a: [Option<f64>; 3],
-    /// Line to neutral, L1, L2, L3.
-    pub voltages_v: [Option<f64>; 3],
-    /// L1-L2, L2-L3, L3-L1.
-    pub line_voltages_v: [Option<f64>; 3],
-    /// Active power per phase, positive when importing.
-    pub powers_w: [Option<f64>; 3],
-    /// Total active power, positive when importing.
-    pub power_w: Option<f64>,
-    pub energy_import_wh: Option<f64>,
-    pub energy_export_wh: Option<f64>,
-    pub frequency_hz: Option<f64>,
-    pub reactive_power_var: Option<f64>,
-    pub apparent_power_va: Option<f64>,
-    pub power_factor: Option<f64>,
-}
-
-impl From<&MeterReading> for Reading {
-    fn from(r: &MeterReading) -> Self {
-        Reading {
-            currents_a: r.currents_a,
-            voltages_v: r.voltages_v,
-            line_voltages_v: r.line_voltages_v,
-            powers_w: r.powers_w,
-            power_w: r.power_w,
-            energy_import_wh: r.energy_import_wh,
-            energy_export_wh: r.energy_export_wh,
-            frequency_hz: r.frequency_hz,
-            reactive_power_var: r.reactive_power_var,
-            apparent_power_va: r.apparent_power_va,
-            power_factor: r.power_factor,
-        }
-    }
-}
+pub type Reading = MeterReading;
 
 /// The last failed read attempt.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -276,7 +240,7 @@ impl MeterHub {
         if let Some(w) = reading.power_w {
             self.metrics.meter_power.get_or_create(&MeterLabels { meter: meter.clone() }).set(w);
         }
-        let reading = Reading::from(reading);
+        let reading = *reading;
         self.tx.send_modify(|s| {
             if let Some(m) = s.meters.get_mut(index) {
                 m.reading = Some(reading);

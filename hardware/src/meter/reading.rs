@@ -134,7 +134,7 @@ impl fmt::Display for Quantity {
 /// Sign convention: active power is positive in the meter's *import* direction (the
 /// direction `energy_import_wh` counts) and negative when exporting. Maps of PV inverters
 /// therefore give generation as negative power and count it as export energy.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct MeterReading {
     /// Total active power, W.
     pub power_w: Option<f64>,
