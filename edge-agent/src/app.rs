@@ -28,8 +28,30 @@ pub struct Shared {
     pub verifier: Verifier,
     /// Live meter states (API, metrics, and the balancer's measurements).
     pub meters: crate::meters::MeterHub,
+    /// Live notifications of committed changes, for tasks that react to them (the
+    /// balancer loop, live views). Lossy by design: a slow subscriber re-reads the store.
+    pub live: tokio::sync::broadcast::Sender<LiveEvent>,
     /// When this agent started (shown on `/health`).
     pub started_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// What changed at a station, sent after the change is committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveEvent {
+    pub station: String,
+    pub kind: LiveKind,
+}
+
+/// The kind of a [`LiveEvent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveKind {
+    Connected,
+    Disconnected,
+    Booted,
+    StatusChanged,
+    TransactionStarted,
+    TransactionStopped,
+    MeterValues,
 }
 
 /// A running agent.
@@ -92,6 +114,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         directory,
         verifier: Verifier::default(),
         meters,
+        live: tokio::sync::broadcast::channel(1024).0,
         started_at: chrono::Utc::now(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);

@@ -79,6 +79,7 @@ async fn core_authorize_local_list() {
 #[tokio::test]
 async fn core_full_session_with_meter_values() {
     let agent = TestAgent::start().await;
+    let mut live = agent.running.shared.live.subscribe();
     let cp = sim(&agent, "CP-1", 1).await;
     cp.boot().await.unwrap();
     cp.plug_in(1).await.unwrap();
@@ -103,6 +104,18 @@ async fn core_full_session_with_meter_values() {
     assert!(samples.len() >= 5, "meter values stored: {}", samples.len());
     assert!(samples.iter().any(|s| s["measurand"] == "Current.Import" && s["phase"] == "L2"), "per-phase values kept");
     assert!(samples.iter().any(|s| s["context"] == "Transaction.End"), "transactionData kept");
+    // Every committed change was announced live, in order.
+    use edge_agent::app::LiveKind;
+    let mut kinds = Vec::new();
+    while let Ok(e) = live.try_recv() {
+        assert_eq!(e.station, "CP-1");
+        kinds.push(e.kind);
+    }
+    let pos = |k: LiveKind| kinds.iter().position(|x| *x == k).unwrap_or_else(|| panic!("{k:?} missing: {kinds:?}"));
+    assert!(pos(LiveKind::Connected) < pos(LiveKind::Booted));
+    assert!(pos(LiveKind::Booted) < pos(LiveKind::TransactionStarted));
+    assert!(pos(LiveKind::TransactionStarted) < pos(LiveKind::MeterValues));
+    assert!(pos(LiveKind::MeterValues) < pos(LiveKind::TransactionStopped));
     let (_, stats) = agent.get("/api/v1/stats").await;
     assert_eq!(stats["active_transactions"], 0);
     assert!(stats["outbox"].as_i64().unwrap() >= 4, "state changes reached the outbox: {stats}");

@@ -8,7 +8,7 @@
 
 use super::calls::{Finished, OutboundCalls, Outcome};
 use super::registry::Command;
-use crate::app::Shared;
+use crate::app::{LiveEvent, LiveKind, Shared};
 use crate::message_log::{Direction, Entry};
 use crate::metrics::ActionLabels;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -157,10 +157,13 @@ async fn record_connection(shared: &Shared, station: &ChargePointId, version: Pr
     let id = station.as_str().to_owned();
     let protocol = version.subprotocol();
     let now = chrono::Utc::now();
-    if let Err(e) =
-        shared.store.write(move |conn| crate::chargers::connection_changed(conn, &id, protocol, connected, now)).await
+    match shared.store.write(move |conn| crate::chargers::connection_changed(conn, &id, protocol, connected, now)).await
     {
-        tracing::error!(%station, error = %e, "store: recording the connection failed");
+        Ok(()) => {
+            let kind = if connected { LiveKind::Connected } else { LiveKind::Disconnected };
+            let _ = shared.live.send(LiveEvent { station: station.as_str().to_owned(), kind });
+        }
+        Err(e) => tracing::error!(%station, error = %e, "store: recording the connection failed"),
     }
 }
 

@@ -6,6 +6,7 @@
 //! the CALL and its answer; the answer goes out only after that job committed.
 
 use super::connection::ConnCtx;
+use crate::app::{LiveEvent, LiveKind};
 use crate::chargers::{self, AuthResult, Registration, StartReport, StatusReport, StopReport};
 use crate::message_log::{self, Direction, Entry};
 use crate::store::StoreError;
@@ -115,6 +116,7 @@ where
     let station = ctx.station.as_str().to_owned();
     let unique_id = call.unique_id.clone();
     let error_id = call.unique_id.clone();
+    let call_action = call.action.clone();
     let action = call.action.clone();
     let result = ctx
         .shared
@@ -135,7 +137,21 @@ where
         })
         .await;
     match result {
-        Ok(reply) => reply,
+        Ok(reply) => {
+            let kind = match call_action.as_str() {
+                "BootNotification" => Some(LiveKind::Booted),
+                "StatusNotification" => Some(LiveKind::StatusChanged),
+                "StartTransaction" => Some(LiveKind::TransactionStarted),
+                "StopTransaction" => Some(LiveKind::TransactionStopped),
+                "MeterValues" => Some(LiveKind::MeterValues),
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                // No subscriber is fine.
+                let _ = ctx.shared.live.send(LiveEvent { station: ctx.station.as_str().to_owned(), kind });
+            }
+            reply
+        }
         Err(e) => {
             tracing::error!(station = %ctx.station, error = %e, "ocpp: applying a CALL failed");
             Frame::CallError(CallError::new(
