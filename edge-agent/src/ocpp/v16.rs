@@ -118,21 +118,19 @@ where
     let error_id = call.unique_id.clone();
     let call_action = call.action.clone();
     let action = call.action.clone();
+    // Serialise what does not depend on the outcome here, not on the single writer thread
+    // (the store's bottleneck under load).
+    let now = Utc::now();
+    let inbound = Entry::frame(now, ctx.station.as_str(), Direction::In, &Frame::Call(call), None);
     let result = ctx
         .shared
         .store
         .write(move |conn| {
-            let now = Utc::now();
             let cx = Cx { station: &station, now, config: &shared.config };
             let response = f(conn, request, &cx)?;
             let reply = Frame::CallResult(CallResult { unique_id, payload: serde_json::to_value(&response)? });
-            message_log::append(
-                conn,
-                &[
-                    Entry::frame(now, &station, Direction::In, &Frame::Call(call), None),
-                    Entry::frame(now, &station, Direction::Out, &reply, Some(&action)),
-                ],
-            )?;
+            let outbound = Entry::frame(now, &station, Direction::Out, &reply, Some(&action));
+            message_log::append(conn, &[inbound, outbound])?;
             Ok(reply)
         })
         .await;

@@ -93,7 +93,6 @@ CREATE TABLE meter_samples (
     value         TEXT NOT NULL
 );
 CREATE INDEX meter_samples_by_tx ON meter_samples (tx_pk, ts);
-CREATE INDEX meter_samples_by_charger ON meter_samples (charger_id, ts);
 CREATE INDEX meter_samples_orphans ON meter_samples (charger_id, station_tx_id) WHERE tx_pk IS NULL;
 
 -- The OCPP audit trail: every frame in and out.
