@@ -163,15 +163,10 @@ async fn load_directory(store: &Store) -> Result<HashMap<String, StationAuth>, S
         .read(|conn| {
             let mut stmt = conn.prepare("SELECT id, registration, password_hash FROM chargers")?;
             let rows = stmt.query_map([], |r| {
-                let reg: String = r.get(1)?;
                 Ok((
                     r.get::<_, String>(0)?,
                     StationAuth {
-                        registration: match reg.as_str() {
-                            "accepted" => Registration::Accepted,
-                            "rejected" => Registration::Rejected,
-                            _ => Registration::Pending,
-                        },
+                        registration: Registration::parse(&r.get::<_, String>(1)?),
                         password_hash: r.get(2)?,
                     },
                 ))

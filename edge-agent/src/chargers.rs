@@ -40,7 +40,8 @@ impl Registration {
         }
     }
 
-    fn parse(s: &str) -> Registration {
+    /// Parses the stored name (anything unknown counts as pending).
+    pub fn parse(s: &str) -> Registration {
         match s {
             "accepted" => Registration::Accepted,
             "rejected" => Registration::Rejected,

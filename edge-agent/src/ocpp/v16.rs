@@ -285,21 +285,9 @@ fn samples(values: &[MeterValue]) -> Vec<MeterSample> {
         .collect()
 }
 
+/// Both enums use the spec's spellings, so the wire name converts one into the other.
 fn stop_reason(reason: &Reason) -> Option<StopReason> {
-    Some(match wire(reason).as_str() {
-        "DeAuthorized" => StopReason::DeAuthorized,
-        "EmergencyStop" => StopReason::EmergencyStop,
-        "EVDisconnected" => StopReason::EVDisconnected,
-        "HardReset" => StopReason::HardReset,
-        "Local" => StopReason::Local,
-        "Other" => StopReason::Other,
-        "PowerLoss" => StopReason::PowerLoss,
-        "Reboot" => StopReason::Reboot,
-        "Remote" => StopReason::Remote,
-        "SoftReset" => StopReason::SoftReset,
-        "UnlockCommand" => StopReason::UnlockCommand,
-        _ => return None,
-    })
+    serde_json::from_value(serde_json::Value::String(wire(reason))).ok()
 }
 
 fn stop(conn: &Connection, req: StopTransactionRequest, cx: &Cx<'_>) -> Result<StopTransactionResponse, StoreError> {
@@ -344,4 +332,30 @@ fn data_transfer(conn: &Connection, req: DataTransferRequest, cx: &Cx<'_>) -> Re
     tracing::info!(station = cx.station, vendor = %req.vendor_id, "ocpp: DataTransfer from an unknown vendor");
     chargers::touch(conn, cx.station, cx.now)?;
     Ok(DataTransferResponse { status: DataTransferStatus::UnknownVendorId, data: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stop_reason_maps_to_its_neutral_twin() {
+        let all = [
+            Reason::DeAuthorized,
+            Reason::EmergencyStop,
+            Reason::EVDisconnected,
+            Reason::HardReset,
+            Reason::Local,
+            Reason::Other,
+            Reason::PowerLoss,
+            Reason::Reboot,
+            Reason::Remote,
+            Reason::SoftReset,
+            Reason::UnlockCommand,
+        ];
+        for r in all {
+            let neutral = stop_reason(&r).unwrap_or_else(|| panic!("{r:?} unmapped"));
+            assert_eq!(neutral.as_str(), wire(&r));
+        }
+    }
 }
