@@ -106,7 +106,7 @@ fn build(chargers: usize) -> Bench {
             Link::Answering
         };
         let draw = if session.is_some() { rng.float(0.0, 16.0) } else { 0.0 };
-        states.push(ChargerState { session, measured_a: [draw; 3], link });
+        states.push(ChargerState { session, measured_a: [draw; 3], link, settling: false });
     }
     let site = Site::try_from_parts(nodes, points).unwrap_or_else(|e| panic!("{e}"));
     let mut measurements = Measurements::default();

@@ -125,6 +125,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/id-tags/{tag}", axum::routing::put(put_tag).delete(delete_tag))
         .route("/api/v1/meters", get(list_meters))
         .route("/api/v1/meters/{id}", get(get_meter))
+        .route("/api/v1/balancer", get(get_balancer))
+        .route("/api/v1/balancer/limits", get(get_limits).put(put_limits))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not found", "no such endpoint") })
         .with_state(shared)
 }
@@ -675,4 +677,61 @@ async fn get_meter(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> ApiR
         .view(&id, chrono::Utc::now())
         .map(Json)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not found", format!("no meter {id}")))
+}
+
+async fn get_balancer(State(s): State<Arc<Shared>>) -> Json<Value> {
+    if s.config.energy.is_none() {
+        return Json(json!({ "enabled": false, "reason": "no [[circuits]] configured" }));
+    }
+    Json(serde_json::to_value(&*s.control.view()).unwrap_or(Value::Null))
+}
+
+async fn get_limits(State(s): State<Arc<Shared>>) -> Json<crate::balancer::ExternalLimits> {
+    Json(s.control.limits())
+}
+
+/// Replaces the external limits (grid operator import caps, a planned schedule). Values
+/// are A per phase and W; every one must be a finite number `>= 0`.
+async fn put_limits(
+    State(s): State<Arc<Shared>>,
+    body: Result<Json<crate::balancer::ExternalLimits>, JsonRejection>,
+) -> ApiResult<Json<crate::balancer::ExternalLimits>> {
+    let Json(limits) = body?;
+    let invalid = |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid limits", m);
+    let ok = |v: f64| v.is_finite() && v >= 0.0;
+    let mut values: Vec<(&str, f64)> = Vec::new();
+    for (key, v) in [
+        ("import_limit_w", limits.import_limit_w),
+        ("export_limit_w", limits.export_limit_w),
+        ("safe_import_limit_w", limits.safe_import_limit_w),
+    ] {
+        if let Some(v) = v {
+            values.push((key, v));
+        }
+    }
+    for (key, v) in [("import_limit_a", limits.import_limit_a), ("safe_import_limit_a", limits.safe_import_limit_a)] {
+        if let Some(a) = v {
+            values.extend(a.iter().map(|x| (key, *x)));
+        }
+    }
+    for (i, p) in limits.schedule.iter().enumerate() {
+        if p.end_ms <= p.start_ms {
+            return Err(invalid(format!("schedule[{i}]: end_ms must be after start_ms")));
+        }
+        values.extend(p.limit_w.map(|v| ("schedule.limit_w", v)));
+        values.extend(p.limit_a.map(|v| ("schedule.limit_a", v)));
+    }
+    if let Some((key, v)) = values.into_iter().find(|(_, v)| !ok(*v)) {
+        return Err(invalid(format!("{key}: {v} is not a finite number >= 0")));
+    }
+    if s.config.energy.is_none() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "balancing is off",
+            "no [[circuits]] are configured, so there is nothing to limit",
+        ));
+    }
+    s.control.set_limits(limits.clone());
+    tracing::info!(?limits, "balancer: external limits replaced");
+    Ok(Json(limits))
 }

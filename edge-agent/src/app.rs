@@ -33,6 +33,8 @@ pub struct Shared {
     pub live: tokio::sync::broadcast::Sender<LiveEvent>,
     /// When this agent started (shown on `/health`).
     pub started_at: chrono::DateTime<chrono::Utc>,
+    /// The balancer loop's state and the external limits it obeys.
+    pub control: crate::control::ControlHandle,
 }
 
 /// What changed at a station, sent after the change is committed.
@@ -116,13 +118,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         meters,
         live: tokio::sync::broadcast::channel(1024).0,
         started_at: chrono::Utc::now(),
+        control: crate::control::ControlHandle::default(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let meter_tasks = meter_pollers.spawn(&shared.meters, shutdown_rx.clone());
     let mut tasks = vec![
         tokio::spawn(crate::ocpp::server::serve(shared.clone(), ocpp_listener, shutdown_rx.clone())),
         tokio::spawn(crate::api::serve(shared.clone(), api_listener, shutdown_rx.clone())),
-        tokio::spawn(retention_loop(shared.clone(), shutdown_rx)),
+        tokio::spawn(retention_loop(shared.clone(), shutdown_rx.clone())),
+        tokio::spawn(crate::control::run(shared.clone(), shutdown_rx)),
     ];
     tasks.extend(meter_tasks);
     tracing::info!(ocpp = %ocpp_addr, api = %api_addr, site = %shared.config.site.id, "edge agent started");

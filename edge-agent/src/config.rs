@@ -9,6 +9,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+mod energy;
+pub use energy::{BalancerSection, ChargerModelConfig, CircuitConfig, EnergyPlan, PhaseLimit, PointPlan, Quirk};
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,6 +29,18 @@ pub struct Config {
     pub chargers: Vec<ChargerConfig>,
     #[serde(default)]
     pub meters: Vec<MeterConfig>,
+    /// The load balancer's tuning (see [`BalancerSection`]).
+    #[serde(default)]
+    pub balancer: BalancerSection,
+    /// The circuit tree: grid connection, sub-boards, feeders. None: no balancing.
+    #[serde(default)]
+    pub circuits: Vec<CircuitConfig>,
+    /// Quirks per charger model (matched on BootNotification vendor and model).
+    #[serde(default)]
+    pub charger_models: Vec<ChargerModelConfig>,
+    /// Built from the above by [`Config::parse`]: the balancer's site and the loop's plan.
+    #[serde(skip)]
+    pub energy: Option<EnergyPlan>,
 }
 
 /// `[site]`
@@ -203,6 +218,32 @@ pub struct ChargerConfig {
     pub password_hash: Option<String>,
     #[serde(default)]
     pub name: Option<String>,
+    /// The circuit it hangs on; without one it is not balanced.
+    #[serde(default)]
+    pub circuit: Option<String>,
+    /// Its phases on the site's: "L1", "L2", "L3" (1-phase) or "L1-L2-L3", "L2-L3-L1",
+    /// "L3-L1-L2" (3-phase, rotated). Default "L1-L2-L3".
+    #[serde(default)]
+    pub wiring: Option<String>,
+    /// Highest current per phase and connector (A).
+    #[serde(default = "energy::default_max_current")]
+    pub max_current_a: f64,
+    /// Lowest current a session charges with (A).
+    #[serde(default = "energy::default_min_current")]
+    pub min_current_a: f64,
+    /// The limit it falls back to when the agent's profiles end (A); default: an equal
+    /// share of the tightest limit above it (0 when under 6 A).
+    #[serde(default)]
+    pub safe_current_a: Option<f64>,
+    /// Higher is served first with `fairness = "priority"` and paused last.
+    #[serde(default)]
+    pub priority: u8,
+    /// Connectors that can charge at the same time (each is balanced on its own).
+    #[serde(default = "energy::default_connectors")]
+    pub connectors: u32,
+    /// Quirks of this charger (added to those of its model).
+    #[serde(default)]
+    pub quirks: Vec<Quirk>,
 }
 
 /// One `[[meters]]` entry: a Modbus meter the agent polls (see [`crate::meters`]).
@@ -246,8 +287,9 @@ pub struct MeterConfig {
     /// Stale (safe limits where it measures) after this many periods without a good read.
     #[serde(default = "default_meter_stale_after_periods")]
     pub stale_after_periods: u32,
-    /// The circuit node the meter measures (all loads below it included).
-    #[serde(default)]
+    /// The circuit the meter measures (all loads below it included); `node` is the old
+    /// name of this key.
+    #[serde(default, rename = "circuit", alias = "node")]
     pub node: Option<String>,
 }
 
@@ -391,7 +433,11 @@ impl Config {
                 *file = base.join(&*file);
             }
         }
-        let errors = config.validate(path, text);
+        let mut errors = config.validate(path, text);
+        match EnergyPlan::build(&config, path, text) {
+            Ok(plan) => config.energy = plan,
+            Err(e) => errors.extend(e),
+        }
         if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
     }
 
@@ -643,10 +689,10 @@ impl Config {
             }
             if let Some(node) = &m.node {
                 match node.parse::<crate::balancer::NodeId>() {
-                    Err(e) => err(i, "node", e.to_string()),
+                    Err(e) => err(i, "circuit", e.to_string()),
                     Ok(_) => {
                         if let Some(first) = nodes.insert(node.clone(), i) {
-                            err(i, "node", format!("node {node:?} is already measured by meters[{first}]"));
+                            err(i, "circuit", format!("circuit {node:?} is already measured by meters[{first}]"));
                         }
                     }
                 }

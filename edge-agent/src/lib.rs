@@ -21,6 +21,7 @@ pub mod auth;
 pub mod balancer;
 pub mod chargers;
 pub mod config;
+pub mod control;
 pub mod message_log;
 pub mod meters;
 pub mod metrics;

@@ -59,6 +59,25 @@ pub struct MeterPhaseLabels {
     pub phase: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChargerLabels {
+    pub charger: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailSafeLabels {
+    /// `meter_stale`, `meter_missing`, `meter_invalid`, `charger_not_answering`,
+    /// `external_limits_expired`.
+    pub reason: &'static str,
+    /// `enter` or `exit`.
+    pub direction: &'static str,
+}
+
 fn meter_read_histogram() -> Histogram {
     // 1 ms .. ~8 s
     Histogram::new(exponential_buckets(0.001, 2.0, 14))
@@ -86,6 +105,12 @@ pub struct Metrics {
     pub meter_stale_transitions: Family<MeterTransitionLabels, Counter>,
     pub meter_current: Family<MeterPhaseLabels, Gauge<f64, AtomicU64>>,
     pub meter_power: Family<MeterLabels, Gauge<f64, AtomicU64>>,
+    pub balancer_run_seconds: Histogram,
+    pub balancer_refused: Counter,
+    pub balancer_setpoint: Family<ChargerLabels, Gauge<f64, AtomicU64>>,
+    pub charging_profiles: Family<ResultLabels, Counter>,
+    pub fail_safe_active: Gauge,
+    pub fail_safe_transitions: Family<FailSafeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -151,7 +176,49 @@ impl Metrics {
             "Last good total active power reading (positive: import)",
             meter_power.clone(),
         );
+        let balancer_run_seconds = Histogram::new(exponential_buckets(0.00001, 2.0, 16));
+        registry.register(
+            "balancer_run_seconds",
+            "Compute time of one balancer run (with its verification)",
+            balancer_run_seconds.clone(),
+        );
+        let balancer_refused = Counter::default();
+        registry.register(
+            "balancer_refused",
+            "Allocations refused because they broke a limit or the input was inconsistent (a bug)",
+            balancer_refused.clone(),
+        );
+        let balancer_setpoint = Family::<ChargerLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "balancer_setpoint_amperes",
+            "Latest setpoint per charger connector (A per phase; 0 paused or idle)",
+            balancer_setpoint.clone(),
+        );
+        let charging_profiles = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "balancer_limits_sent",
+            "Limits sent to chargers by the balancer loop, by result",
+            charging_profiles.clone(),
+        );
+        let fail_safe_active = Gauge::default();
+        registry.register(
+            "balancer_fail_safe_active",
+            "Conditions in fail-safe now (stale meters, chargers not answering, expired limits)",
+            fail_safe_active.clone(),
+        );
+        let fail_safe_transitions = Family::<FailSafeLabels, Counter>::default();
+        registry.register(
+            "balancer_fail_safe_transitions",
+            "Entries into and exits from fail-safe, by reason",
+            fail_safe_transitions.clone(),
+        );
         Metrics {
+            balancer_run_seconds,
+            balancer_refused,
+            balancer_setpoint,
+            charging_profiles,
+            fail_safe_active,
+            fail_safe_transitions,
             registry: Mutex::new(registry),
             connections,
             messages,

@@ -244,6 +244,8 @@ fn build(spec: &Spec) -> World {
         .map(|c| ChargerState {
             session: c.session.map(|(started_ms, demand_a, ev_phases)| Session { started_ms, demand_a, ev_phases }),
             measured_a: c.measured,
+            // Drawn from the generated input: about half the chargers are settling.
+            settling: c.measured[0] > c.measured[1],
             link: match c.link {
                 0 => Link::Answering,
                 1 => Link::NotAnswering {

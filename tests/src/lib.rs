@@ -55,6 +55,20 @@ pub fn config_text(dir: &Path, extra_ocpp: &str) -> String {
     text
 }
 
+/// A test config with only the listed test chargers, each with extra `[[chargers]]` lines
+/// (e.g. `circuit = "grid"`), followed by `tail` (e.g. `[[circuits]]` and `[[meters]]`).
+pub fn energy_config_text(dir: &Path, chargers: &[(&str, &str)], tail: &str) -> String {
+    let full = config_text(dir, "");
+    let mut text = full.split("\n[[chargers]]").next().unwrap_or_default().to_owned();
+    for (id, extra) in chargers {
+        let i = CHARGERS.iter().position(|(c, _)| c == id).expect("a test charger");
+        text.push_str(&format!("\n[[chargers]]\nid = \"{id}\"\npassword_hash = \"{}\"\n{extra}\n", hashes()[i]));
+    }
+    text.push('\n');
+    text.push_str(tail);
+    text
+}
+
 /// An agent running in this process.
 pub struct TestAgent {
     pub running: edge_agent::app::Running,
@@ -68,6 +82,15 @@ impl TestAgent {
         let dir = tempfile::tempdir().unwrap();
         let text = config_text(dir.path(), extra_ocpp);
         let config = Config::parse(Path::new("test.toml"), &text).unwrap();
+        let running = edge_agent::app::start(config).await.unwrap();
+        TestAgent { running, dir, http: reqwest::Client::new() }
+    }
+
+    /// Starts an agent with a config built by `text` from its temporary directory.
+    pub async fn start_text(text: impl FnOnce(&Path) -> String) -> TestAgent {
+        let dir = tempfile::tempdir().unwrap();
+        let text = text(dir.path());
+        let config = Config::parse(Path::new("test.toml"), &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let running = edge_agent::app::start(config).await.unwrap();
         TestAgent { running, dir, http: reqwest::Client::new() }
     }

@@ -109,6 +109,7 @@ pub(crate) fn assess(input: &BalancerInput<'_>, previous: &Previous<'_>) -> Asse
     let mut ev_measured = vec![[0.0f64; 3]; n];
     let mut reserved_below = vec![[0.0f64; 3]; n];
     let mut charger_fail_safe = Vec::new();
+    let mut settling_below = vec![false; n];
     for (i, (charger, state)) in input.site.chargers().iter().zip(input.states).enumerate() {
         let node = input.site.charger_node(i);
         let r = reservation(
@@ -130,6 +131,9 @@ pub(crate) fn assess(input: &BalancerInput<'_>, previous: &Previous<'_>) -> Asse
                 }
             }
         }
+        if state.settling && r.is_none() {
+            settling_below[node] = true;
+        }
         if let (Some(r), Link::NotAnswering { since_ms, .. }) = (&r, state.link) {
             charger_fail_safe.push(FailSafe {
                 subject: Subject::Charger(charger.id.clone()),
@@ -144,6 +148,7 @@ pub(crate) fn assess(input: &BalancerInput<'_>, previous: &Previous<'_>) -> Asse
                 ev_measured[p][k] += ev_measured[i][k];
                 reserved_below[p][k] += reserved_below[i][k];
             }
+            settling_below[p] |= settling_below[i];
         }
     }
 
@@ -167,7 +172,12 @@ pub(crate) fn assess(input: &BalancerInput<'_>, previous: &Previous<'_>) -> Asse
                     for k in 0..3 {
                         non_ev[i][k] = (r.current_a[k] - ev_measured[i][k]).max(0.0);
                     }
-                    if let Some(held) = previous.held_non_ev(i, node.id.as_str(), r.at_ms) {
+                    let held = if settling_below[i] {
+                        previous.non_ev(i, node.id.as_str())
+                    } else {
+                        previous.held_non_ev(i, node.id.as_str(), r.at_ms)
+                    };
+                    if let Some(held) = held {
                         for k in 0..3 {
                             non_ev[i][k] = non_ev[i][k].max(finite_or(held[k], 0.0));
                         }

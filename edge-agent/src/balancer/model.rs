@@ -496,6 +496,12 @@ pub struct ChargerState {
     pub measured_a: [f64; 3],
     #[serde(default)]
     pub link: Link,
+    /// Its limit changed a moment ago and `measured_a` may not show the change yet (the EV
+    /// is still following it). At every metered node above it the non-EV load of the
+    /// previous run is then kept if larger, so a draw in transition is never read as
+    /// building load rising or falling (the loop would chase its own tail).
+    #[serde(default)]
+    pub settling: bool,
 }
 
 /// One meter reading: per-phase current (A) through a node, all loads below it included.

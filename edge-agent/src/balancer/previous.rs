@@ -38,6 +38,12 @@ impl<'a> Previous<'a> {
         if reading_at_ms > a.computed_at_ms {
             return None;
         }
+        self.non_ev(i, id)
+    }
+
+    /// The non-EV load the previous run measured at node `i` if its meter was fresh then.
+    pub(crate) fn non_ev(&self, i: usize, id: &str) -> Option<[f64; 3]> {
+        let a = self.allocation?;
         let usage: &NodeUsage = match a.nodes.get(i) {
             Some(n) if n.node.as_str() == id => n,
             _ => a.nodes.iter().find(|n| n.node.as_str() == id)?,
