@@ -553,6 +553,8 @@ impl Config {
             errors.push(ConfigError {
                 file: path.to_owned(),
                 line: find_key_line(text, "meters", top, Some(i))
+                    // `node` is the old name of `circuit`.
+                    .or_else(|| (top == "circuit").then(|| find_key_line(text, "meters", "node", Some(i))).flatten())
                     .or_else(|| find_key_line(text, "meters", "id", Some(i))),
                 key: Some(format!("meters[{i}].{key}")),
                 reason,
@@ -851,7 +853,7 @@ mod tests {
             ("meters[2].tcp", 16),
             ("meters[2].max_backoff_ms", 17),
             ("meters[2].stale_after_periods", 18),
-            ("meters[2].node", 19),
+            ("meters[2].circuit", 19),
         ] {
             assert!(found.contains(&(key.to_owned(), Some(line))), "{key} at line {line} not in {found:?}");
         }
@@ -866,7 +868,8 @@ mod tests {
         assert!(text.contains("host names are not resolved"), "{text}");
         assert!(text.contains("not both"), "{text}");
         assert!(text.contains("meter \"grid\" is already meters[0]"), "{text}");
-        assert!(text.contains("node \"main\" is already measured by meters[1]"), "{text}");
+        assert!(text.contains("circuit \"main\" is already measured by meters[1]"), "{text}");
+        assert!(text.contains("circuit \"main\" is not among [[circuits]]"), "{text}");
     }
 
     #[test]

@@ -294,7 +294,7 @@ fn build(spec: &Spec) -> World {
             }
             _ => NOW,
         };
-        measurements.meters.insert(n.id.clone(), MeterReading { current_a: reading, at_ms });
+        measurements.meters.insert(n.id.clone(), MeterReading { current_a: reading, at_ms, stale: at_ms % 5 == 0 });
     }
     World { site, states, measurements, external: spec.external.clone(), config: spec.config, load }
 }

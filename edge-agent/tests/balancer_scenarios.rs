@@ -261,7 +261,7 @@ fn run(path: &Path) -> Vec<String> {
                     *r += x;
                 }
             }
-            measurements.meters.insert(node.id.clone(), MeterReading { current_a: reading, at_ms: now });
+            measurements.meters.insert(node.id.clone(), MeterReading { current_a: reading, at_ms: now, stale: false });
         }
 
         let input = BalancerInput {

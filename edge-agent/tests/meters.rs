@@ -95,6 +95,7 @@ fn config_text(dir: &Path, meter: SocketAddr) -> String {
          [ocpp]\nlisten = \"127.0.0.1:0\"\nsecurity_profile = 0\n\n\
          [store]\npath = \"{}\"\nsynchronous = \"normal\"\n\n\
          [api]\nlisten = \"127.0.0.1:0\"\n\n\
+         [[circuits]]\nid = \"main\"\nlimit_a = 63\n\n\
          [[meters]]\nid = \"grid\"\nmap = \"eastron-sdm630\"\ntcp = \"{meter}\"\nnode = \"main\"\n\
          period_ms = 100\ntimeout_ms = 200\nretries = 1\nmax_backoff_ms = 400\nstale_after_periods = 3\n",
         dir.join("edge.db").display()
@@ -202,9 +203,11 @@ async fn meter_over_modbus_tcp_goes_stale_when_the_server_stops_and_recovers_whe
         ["offline", "timeout"].contains(&meter["last_error"]["kind"].as_str().unwrap()),
         "the last error says why: {meter:#}"
     );
-    // The last good reading stays visible, but is no input to the balancer any more.
+    // The last good reading stays visible; the balancer gets it marked stale (so the
+    // circuit goes to its safe current).
     assert_currents(&meter, [15.25, 16.1, 16.55]);
-    assert!(running.shared.meters.measurements().meters.is_empty());
+    let m = running.shared.meters.measurements();
+    assert!(m.meters.values().all(|r| r.stale) && m.meters.len() == 1, "{m:?}");
     assert!(updates.has_changed().unwrap(), "the staleness change was published");
     let text = metrics().await;
     for line in [

@@ -110,6 +110,8 @@ pub(crate) fn assess(input: &BalancerInput<'_>, previous: &Previous<'_>) -> Asse
     let mut reserved_below = vec![[0.0f64; 3]; n];
     let mut charger_fail_safe = Vec::new();
     let mut settling_below = vec![false; n];
+    // The part of `ev_measured` from settling chargers (an upper bound of their draw).
+    let mut ev_settling = vec![[0.0f64; 3]; n];
     for (i, (charger, state)) in input.site.chargers().iter().zip(input.states).enumerate() {
         let node = input.site.charger_node(i);
         let r = reservation(
@@ -126,6 +128,9 @@ pub(crate) fn assess(input: &BalancerInput<'_>, previous: &Previous<'_>) -> Asse
                 // at worst: the price of not knowing).
                 let sub = if r.is_some() { 0.0 } else { finite_or(state.measured_a[cp], 0.0).max(0.0) };
                 ev_measured[node][p.index()] += sub;
+                if state.settling && r.is_none() {
+                    ev_settling[node][p.index()] += sub;
+                }
                 if let Some(r) = &r {
                     reserved_below[node][p.index()] += r.current_a;
                 }
@@ -146,6 +151,7 @@ pub(crate) fn assess(input: &BalancerInput<'_>, previous: &Previous<'_>) -> Asse
         if let Some(p) = tree.parent(i) {
             for k in 0..3 {
                 ev_measured[p][k] += ev_measured[i][k];
+                ev_settling[p][k] += ev_settling[i][k];
                 reserved_below[p][k] += reserved_below[i][k];
             }
             settling_below[p] |= settling_below[i];
@@ -163,7 +169,7 @@ pub(crate) fn assess(input: &BalancerInput<'_>, previous: &Previous<'_>) -> Asse
             let state = match input.measurements.meters.get(&node.id) {
                 None => MeterState::Missing,
                 Some(r) if r.current_a.iter().any(|v| !v.is_finite()) => MeterState::Invalid,
-                Some(r) if now.saturating_sub(r.at_ms) > input.config.stale_after_ms => MeterState::Stale,
+                Some(r) if r.stale || now.saturating_sub(r.at_ms) > input.config.stale_after_ms => MeterState::Stale,
                 Some(_) => MeterState::Fresh,
             };
             meter[i] = state;
@@ -173,7 +179,15 @@ pub(crate) fn assess(input: &BalancerInput<'_>, previous: &Previous<'_>) -> Asse
                         non_ev[i][k] = (r.current_a[k] - ev_measured[i][k]).max(0.0);
                     }
                     let held = if settling_below[i] {
-                        previous.non_ev(i, node.id.as_str())
+                        let held = previous.non_ev(i, node.id.as_str());
+                        if held.is_none() {
+                            // Nothing to hold (first fresh reading): subtracting the upper
+                            // bound of a settling draw could hide load, so subtract none of it.
+                            for k in 0..3 {
+                                non_ev[i][k] = (r.current_a[k] - (ev_measured[i][k] - ev_settling[i][k])).max(0.0);
+                            }
+                        }
+                        held
                     } else {
                         previous.held_non_ev(i, node.id.as_str(), r.at_ms)
                     };

@@ -511,6 +511,10 @@ pub struct MeterReading {
     pub current_a: [f64; 3],
     /// When it was taken (ms since the epoch). Older than `stale_after_ms`: stale.
     pub at_ms: u64,
+    /// The meter task found it stale (no good read for its configured number of periods):
+    /// the node is in fail-safe whatever the age.
+    #[serde(default)]
+    pub stale: bool,
 }
 
 /// The latest reading of each metered node. A reading with a value that is not a finite

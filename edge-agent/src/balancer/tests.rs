@@ -39,7 +39,7 @@ impl Case {
 
     /// A fresh reading at `node`.
     fn meter(mut self, node: &str, a: [f64; 3]) -> Case {
-        self.measurements.meters.insert(nid(node), MeterReading { current_a: a, at_ms: NOW });
+        self.measurements.meters.insert(nid(node), MeterReading { current_a: a, at_ms: NOW, stale: false });
         self
     }
 
@@ -303,7 +303,7 @@ fn without_a_new_reading_the_last_paired_non_ev_load_is_kept() {
     assert_eq!(second.setpoints[0].current_a, 21.0);
     assert_eq!(verify(&second, &c.input(Some(&first))), Ok(()));
     // A newer reading is used as it is.
-    c.measurements.meters.insert(nid("grid"), MeterReading { current_a: [24.0; 3], at_ms: NOW + 1 });
+    c.measurements.meters.insert(nid("grid"), MeterReading { current_a: [24.0; 3], at_ms: NOW + 1, stale: false });
     let mut input = c.input(Some(&second));
     input.now_ms = NOW + 1;
     assert_eq!(balance(&input).unwrap().nodes[0].non_ev_a, [3.0; 3]);

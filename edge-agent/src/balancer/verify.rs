@@ -80,6 +80,9 @@ pub fn verify(allocation: &Allocation, input: &BalancerInput<'_>) -> Result<(), 
     let mut ev = vec![[0.0f64; 3]; nodes.len()];
     let mut measured = vec![[0.0f64; 3]; nodes.len()];
     let mut controlled = vec![[false; 3]; nodes.len()];
+    // Nodes with an answering charger below whose draw is still settling.
+    let mut settling = vec![false; nodes.len()];
+    let mut measured_settling = vec![[0.0f64; 3]; nodes.len()];
     for (i, ((charger, state), sp)) in chargers.iter().zip(input.states).zip(setpoints).enumerate() {
         let mut current = sp.current_a;
         if !current.is_finite() || current < 0.0 {
@@ -140,6 +143,13 @@ pub fn verify(allocation: &Allocation, input: &BalancerInput<'_>) -> Result<(), 
             },
         }
         let node = site.charger_node(i);
+        if state.settling && count_measured {
+            let mut n = Some(node);
+            while let Some(at) = n {
+                settling[at] = true;
+                n = tree.parent(at);
+            }
+        }
         for cp in 0..3 {
             let Some(p) = charger.wiring.site_phase(cp) else { continue };
             let draw = if count_measured { not_negative_finite(state.measured_a[cp]) } else { 0.0 };
@@ -147,6 +157,9 @@ pub fn verify(allocation: &Allocation, input: &BalancerInput<'_>) -> Result<(), 
             let mut n = Some(node);
             while let Some(at) = n {
                 measured[at][k] += draw;
+                if state.settling {
+                    measured_settling[at][k] += draw;
+                }
                 if phases[k] {
                     ev[at][k] += current;
                     controlled[at][k] |= is_controlled;
@@ -164,19 +177,28 @@ pub fn verify(allocation: &Allocation, input: &BalancerInput<'_>) -> Result<(), 
         if node.metered {
             let reading = input.measurements.meters.get(&node.id);
             let fresh = reading.filter(|r| {
-                r.current_a.iter().all(|v| v.is_finite()) && now.saturating_sub(r.at_ms) <= cfg.stale_after_ms
+                !r.stale
+                    && r.current_a.iter().all(|v| v.is_finite())
+                    && now.saturating_sub(r.at_ms) <= cfg.stale_after_ms
             });
             match fresh {
                 Some(r) => {
-                    // No newer reading than the previous run had: keep its non-EV load
-                    // if larger (the EV draws may be newer than the reading).
+                    // No newer reading than the previous run had, or a charger below is
+                    // settling: keep its non-EV load if larger (the EV draws may be newer
+                    // than the reading, or in transition).
                     let held = input
                         .previous
-                        .filter(|p| r.at_ms <= p.computed_at_ms)
+                        .filter(|p| settling[i] || r.at_ms <= p.computed_at_ms)
                         .and_then(|p| p.nodes.iter().find(|u| u.node == node.id && u.meter == MeterState::Fresh))
-                        .map_or([0.0; 3], |u| u.non_ev_a.map(not_negative_finite));
+                        .map(|u| u.non_ev_a.map(not_negative_finite));
+                    // Settling with nothing to hold: none of the settling draws is subtracted.
+                    let subtract = |k: usize| match (settling[i], held) {
+                        (true, None) => measured[i][k] - measured_settling[i][k],
+                        _ => measured[i][k],
+                    };
+                    let held = held.unwrap_or([0.0; 3]);
                     for k in 0..3 {
-                        non_ev[i][k] = (r.current_a[k] - measured[i][k]).max(held[k]);
+                        non_ev[i][k] = (r.current_a[k] - subtract(k)).max(held[k]);
                     }
                 }
                 None => {

@@ -260,7 +260,12 @@ impl EnergyPlan {
             }
             for (i, m) in config.meters.iter().enumerate() {
                 if let Some(node) = &m.node {
-                    errs.add("meters", "circuit", Some(i), format!("circuit {node:?} is not among [[circuits]] (none is)"));
+                    errs.add(
+                        "meters",
+                        "circuit",
+                        Some(i),
+                        format!("circuit {node:?} is not among [[circuits]] (none is)"),
+                    );
                 }
             }
             return if errs.list.is_empty() { Ok(None) } else { Err(errs.list) };
@@ -472,7 +477,12 @@ impl EnergyPlan {
                 errs.add("charger_models", "vendor", Some(i), "must name the vendor of BootNotification".into());
             }
             if m.model.trim().is_empty() {
-                errs.add("charger_models", "model", Some(i), "must name the model (a trailing * matches a prefix)".into());
+                errs.add(
+                    "charger_models",
+                    "model",
+                    Some(i),
+                    "must name the model (a trailing * matches a prefix)".into(),
+                );
             }
         }
         if !errs.list.is_empty() {
@@ -548,6 +558,11 @@ impl Errs<'_> {
             None => format!("{table}.{key}"),
         };
         let line = find_key_line(self.text, table, key, index)
+            .or_else(|| {
+                (table == "meters" && key == "circuit")
+                    .then(|| find_key_line(self.text, table, "node", index))
+                    .flatten()
+            })
             .or_else(|| index.and_then(|i| find_key_line(self.text, table, "id", Some(i))));
         self.list.push(ConfigError { file: self.path.to_owned(), line, key: Some(dotted), reason });
     }

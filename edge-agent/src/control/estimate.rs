@@ -47,14 +47,21 @@ pub struct Accepted {
     pub limit_a: f64,
     /// When the charger accepted it (ms).
     pub at_ms: u64,
-    /// The limit before it, if any.
+    /// The highest and lowest the EV may still draw from before this change (the limits
+    /// of earlier changes it may still be following, or its steady draw); `None`: unknown.
     pub previous_a: Option<f64>,
+    pub previous_low_a: Option<f64>,
 }
 
 /// The estimate for one run.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Estimate {
+    /// The best single estimate (while settling: the upper bound).
     pub measured_a: [f64; 3],
+    /// Bounds of the draw: equal to `measured_a` when steady; while settling the EV is
+    /// somewhere between its old and its new limit.
+    pub low_a: [f64; 3],
+    pub high_a: [f64; 3],
     pub settling: bool,
     pub demand_a: Option<f64>,
     /// `Some(1)` when a multi-phase charger is seen drawing on one phase only.
@@ -62,7 +69,13 @@ pub struct Estimate {
 }
 
 /// Estimates a connector's draw with a session. `phases` is the charger's phase count.
-pub fn estimate(sample: Option<Sample>, accepted: Option<Accepted>, phases: usize, now_ms: u64, settle_ms: u64) -> Estimate {
+pub fn estimate(
+    sample: Option<Sample>,
+    accepted: Option<Accepted>,
+    phases: usize,
+    now_ms: u64,
+    settle_ms: u64,
+) -> Estimate {
     let phases = phases.clamp(1, 3);
     let ev_phases = sample.and_then(|s| {
         let on = s.current_a.iter().take(phases).filter(|a| **a > 1.0).count();
@@ -86,32 +99,52 @@ pub fn estimate(sample: Option<Sample>, accepted: Option<Accepted>, phases: usiz
     let Some(acc) = accepted else {
         // Nothing of ours in force: what it reported, or nothing known (0 counts the
         // meter's whole load as building load: the safe direction).
-        return Estimate { measured_a: sample.map_or([0.0; 3], |s| s.current_a), settling: false, demand_a: None, ev_phases };
+        let m = sample.map_or([0.0; 3], |s| s.current_a);
+        return Estimate { measured_a: m, low_a: m, high_a: m, settling: false, demand_a: None, ev_phases };
     };
     let settled_at = acc.at_ms.saturating_add(settle_ms);
     // A sample taken after the change that shows the car at its new limit (or, after a
     // decrease, at or below it) ends the settling early.
     let followed = sample.filter(|s| {
         let decreased = acc.previous_a.is_some_and(|p| acc.limit_a < p);
-        s.at_ms > acc.at_ms && s.max() <= acc.limit_a + FOLLOW_TOLERANCE_A && (decreased || s.max() >= acc.limit_a - FOLLOW_TOLERANCE_A)
+        s.at_ms > acc.at_ms
+            && s.max() <= acc.limit_a + FOLLOW_TOLERANCE_A
+            && (decreased || s.max() >= acc.limit_a - FOLLOW_TOLERANCE_A)
     });
     if now_ms < settled_at && followed.is_none() {
         let high = acc.previous_a.unwrap_or(0.0).max(acc.limit_a).max(sample.map_or(0.0, |s| s.max()));
-        return Estimate { measured_a: spread(high), settling: true, demand_a: None, ev_phases };
+        // Unknown before (it ran on its safe profile): as low as nothing.
+        let low = acc.previous_low_a.unwrap_or(0.0).min(acc.limit_a);
+        return Estimate {
+            measured_a: spread(high),
+            low_a: spread(low),
+            high_a: spread(high),
+            settling: true,
+            demand_a: None,
+            ev_phases,
+        };
     }
+    let steady = |m: [f64; 3], demand_a: Option<f64>| Estimate {
+        measured_a: m,
+        low_a: m,
+        high_a: m,
+        settling: false,
+        demand_a,
+        ev_phases,
+    };
     match sample {
         Some(s) if s.at_ms >= settled_at || followed.is_some() => {
             let demand = (s.max() < acc.limit_a - DEMAND_GAP_A).then(|| s.max() + DEMAND_GAP_A);
-            Estimate { measured_a: s.current_a, settling: false, demand_a: demand, ev_phases }
+            steady(s.current_a, demand)
         }
         Some(s) => {
             // The sample is from before the limit: if the car limited itself then, it still does.
             let before = acc.previous_a.unwrap_or(0.0);
             let self_limited = s.max() < before - DEMAND_GAP_A;
             let a = if self_limited { acc.limit_a.min(s.max()) } else { acc.limit_a };
-            Estimate { measured_a: spread(a), settling: false, demand_a: None, ev_phases }
+            steady(spread(a), None)
         }
-        None => Estimate { measured_a: spread(acc.limit_a), settling: false, demand_a: None, ev_phases },
+        None => steady(spread(acc.limit_a), None),
     }
 }
 
@@ -130,17 +163,18 @@ mod tests {
 
     #[test]
     fn settling_takes_the_higher_of_old_and_new_limit() {
-        let acc = Accepted { limit_a: 10.0, at_ms: 9_000, previous_a: Some(16.0) };
+        let acc = Accepted { limit_a: 10.0, at_ms: 9_000, previous_a: Some(16.0), previous_low_a: Some(16.0) };
         let e = estimate(None, Some(acc), 3, 10_000, SETTLE);
         assert!(e.settling);
         assert_eq!(e.measured_a, [16.0; 3]);
-        let up = Accepted { limit_a: 20.0, at_ms: 9_000, previous_a: Some(16.0) };
+        assert_eq!((e.low_a, e.high_a), ([10.0; 3], [16.0; 3]));
+        let up = Accepted { limit_a: 20.0, at_ms: 9_000, previous_a: Some(16.0), previous_low_a: Some(16.0) };
         assert_eq!(estimate(None, Some(up), 1, 10_000, SETTLE).measured_a, [20.0, 0.0, 0.0]);
     }
 
     #[test]
     fn a_sample_at_the_new_limit_ends_settling_early() {
-        let down = Accepted { limit_a: 10.0, at_ms: 9_000, previous_a: Some(16.0) };
+        let down = Accepted { limit_a: 10.0, at_ms: 9_000, previous_a: Some(16.0), previous_low_a: Some(16.0) };
         let at_new = Sample { current_a: [10.1; 3], at_ms: 9_500 };
         let e = estimate(Some(at_new), Some(down), 3, 10_000, SETTLE);
         assert!(!e.settling);
@@ -151,7 +185,7 @@ mod tests {
         let before = Sample { current_a: [10.0; 3], at_ms: 8_500 };
         assert!(estimate(Some(before), Some(down), 3, 10_000, SETTLE).settling);
         // Up: only at the new limit (a car that stays below may not want more).
-        let up = Accepted { limit_a: 20.0, at_ms: 9_000, previous_a: Some(16.0) };
+        let up = Accepted { limit_a: 20.0, at_ms: 9_000, previous_a: Some(16.0), previous_low_a: Some(16.0) };
         let still_16 = Sample { current_a: [16.0; 3], at_ms: 9_500 };
         assert!(estimate(Some(still_16), Some(up), 3, 10_000, SETTLE).settling);
         let at_20 = Sample { current_a: [19.8; 3], at_ms: 9_500 };
@@ -160,7 +194,7 @@ mod tests {
 
     #[test]
     fn steady_uses_a_sample_taken_after_settling_and_learns_demand() {
-        let acc = Accepted { limit_a: 20.0, at_ms: 1_000, previous_a: Some(16.0) };
+        let acc = Accepted { limit_a: 20.0, at_ms: 1_000, previous_a: Some(16.0), previous_low_a: Some(16.0) };
         let s = Sample { current_a: [12.0, 12.0, 12.0], at_ms: 6_000 };
         let e = estimate(Some(s), Some(acc), 3, 7_000, SETTLE);
         assert!(!e.settling);
@@ -173,7 +207,7 @@ mod tests {
 
     #[test]
     fn steady_without_a_new_sample_uses_the_limit_unless_the_car_limited_itself() {
-        let acc = Accepted { limit_a: 20.0, at_ms: 1_000, previous_a: Some(16.0) };
+        let acc = Accepted { limit_a: 20.0, at_ms: 1_000, previous_a: Some(16.0), previous_low_a: Some(16.0) };
         let following = Sample { current_a: [16.0; 3], at_ms: 500 };
         assert_eq!(estimate(Some(following), Some(acc), 3, 9_000, SETTLE).measured_a, [20.0; 3]);
         let self_limited = Sample { current_a: [8.0; 3], at_ms: 500 };
@@ -183,7 +217,7 @@ mod tests {
 
     #[test]
     fn a_one_phase_car_on_a_three_phase_charger_is_seen() {
-        let acc = Accepted { limit_a: 16.0, at_ms: 1_000, previous_a: None };
+        let acc = Accepted { limit_a: 16.0, at_ms: 1_000, previous_a: None, previous_low_a: None };
         let s = Sample { current_a: [0.0, 15.8, 0.1], at_ms: 6_000 };
         let e = estimate(Some(s), Some(acc), 3, 7_000, SETTLE);
         assert_eq!(e.ev_phases, Some(1));

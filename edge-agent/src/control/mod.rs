@@ -19,6 +19,7 @@
 //! limits) are logged, counted in `/metrics` and listed by `GET /api/v1/balancer`.
 
 pub mod estimate;
+pub mod observer;
 pub mod profiles;
 
 use crate::app::{LiveEvent, LiveKind, Shared};
@@ -135,7 +136,9 @@ struct Sent {
     at_ms: u64,
     valid_until_ms: u64,
     tx: i64,
+    /// Bounds of what the EV may still draw from before this limit (see [`Accepted`]).
     previous_a: Option<f64>,
+    previous_low_a: Option<f64>,
 }
 
 #[derive(Debug, Default)]
@@ -176,6 +179,8 @@ struct Controller {
     stations: BTreeMap<String, StationState>,
     started_ms: u64,
     last: Option<Allocation>,
+    /// Per circuit (tree position): the non-EV load tracker of metered circuits.
+    observers: Vec<observer::Observer>,
     fail_safe_since: HashMap<String, (FailSafe, u64)>,
     runs: u64,
     refused: Option<String>,
@@ -233,7 +238,9 @@ impl Controller {
             s.away_since_ms = started_ms;
         }
         let points = plan.points.iter().map(|_| PointState::default()).collect();
+        let observers = vec![observer::Observer::default(); plan.site.tree().nodes().len()];
         Controller {
+            observers,
             shared,
             plan,
             points,
@@ -313,19 +320,25 @@ impl Controller {
             .store
             .read(move |conn| {
                 let mut stmt = conn.prepare_cached(
-                    "SELECT connector, station_tx_id, started_at, pk FROM transactions
+                    // OCPP 1.6's connectorId is the EVSE in our version-neutral model.
+                    "SELECT evse, station_tx_id, started_at, pk FROM transactions
                      WHERE charger_id = ?1 AND stop_source IS NULL",
                 )?;
                 let txs = stmt
                     .query_map([&id], |r| {
-                        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, i64>(3)?))
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, Option<String>>(2)?,
+                            r.get::<_, i64>(3)?,
+                        ))
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
                 let mut samples = Vec::new();
                 for (connector, _, _, pk) in &txs {
                     let mut stmt = conn.prepare_cached(
                         "SELECT ts, phase, value, unit FROM meter_samples
-                         WHERE tx_pk = ?1 AND connector = ?2 AND measurand = 'Current.Import'
+                         WHERE tx_pk = ?1 AND evse = ?2 AND measurand = 'Current.Import'
                          ORDER BY id DESC LIMIT 6",
                     )?;
                     let rows = stmt
@@ -371,21 +384,20 @@ impl Controller {
             let state = &mut self.points[p];
             let tx = txs.iter().find(|t| t.0 == connector);
             let session = tx.map(|t| {
-                let started = t
-                    .2
-                    .as_deref()
-                    .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-                    .map_or(now, |d| u64::try_from(d.timestamp_millis()).unwrap_or(now));
+                let started =
+                    t.2.as_deref()
+                        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                        .map_or(now, |d| u64::try_from(d.timestamp_millis()).unwrap_or(now));
                 (t.1, started)
             });
             if state.session.map(|s| s.0) != session.map(|s| s.0) {
                 state.sample = None;
             }
             state.session = session;
-            if let Some((_, rows)) = samples.iter().find(|s| s.0 == connector) {
-                if let Some(sample) = parse_sample(rows, now, state.sample) {
-                    state.sample = Some(sample);
-                }
+            if let Some((_, rows)) = samples.iter().find(|s| s.0 == connector)
+                && let Some(sample) = parse_sample(rows, now, state.sample)
+            {
+                state.sample = Some(sample);
             }
         }
     }
@@ -461,15 +473,34 @@ impl Controller {
                 state.in_flight = false;
                 match result {
                     Ok(()) => {
-                        metrics.charging_profiles.get_or_create(&crate::metrics::ResultLabels { result: "accepted" }).inc();
+                        metrics
+                            .charging_profiles
+                            .get_or_create(&crate::metrics::ResultLabels { result: "accepted" })
+                            .inc();
                         if state.failing_since.take().is_some() {
                             tracing::info!(charger = %self.plan.points[point].id, "balancer: charger takes limits again");
                         }
+                        let from = match state.assumed {
+                            Some(e) if !e.settling => e.measured_a.iter().copied().fold(0.0, f64::max),
+                            _ => state.accepted.map_or(0.0, |a| a.limit_a),
+                        };
+                        let mask = self.plan.site.chargers()[point]
+                            .wiring
+                            .site_phases(state.assumed.and_then(|e| e.ev_phases));
                         state.accepted = Some(Sent { at_ms: now, ..sent });
                         state.last_error = None;
+                        let tree = self.plan.site.tree();
+                        for n in tree.path(self.plan.site.charger_node(point)) {
+                            if tree.nodes()[n].metered {
+                                self.observers[n].expect_change(mask, from, sent.limit_a);
+                            }
+                        }
                     }
                     Err(e) => {
-                        metrics.charging_profiles.get_or_create(&crate::metrics::ResultLabels { result: "failed" }).inc();
+                        metrics
+                            .charging_profiles
+                            .get_or_create(&crate::metrics::ResultLabels { result: "failed" })
+                            .inc();
                         if state.failing_since.is_none() {
                             tracing::warn!(charger = %self.plan.points[point].id, error = %e,
                                 "balancer: charger did not take its limit; its share stays reserved");
@@ -483,8 +514,9 @@ impl Controller {
         }
     }
 
-    fn states(&mut self, now: u64) -> Vec<ChargerState> {
+    fn states(&mut self, now: u64, measurements: &crate::balancer::Measurements) -> Vec<ChargerState> {
         let settle = self.plan.section.settle_ms;
+        let tree = self.plan.site.tree();
         let validity_ms = self.plan.section.profile_validity_s.saturating_mul(1000);
         let mut out = Vec::with_capacity(self.points.len());
         for (i, point) in self.plan.points.iter().enumerate() {
@@ -492,11 +524,27 @@ impl Controller {
             let connected = station.is_some_and(|s| s.connected);
             let st = &mut self.points[i];
             let accepted = st.accepted.filter(|a| st.session.is_some_and(|s| s.0 == a.tx));
+            // The draw is subtracted from meter readings: estimate it as of the oldest
+            // reading above the charger, from what was known then (a sample taken after
+            // the reading says nothing about the draw the reading saw).
+            let as_of = tree
+                .path(self.plan.site.charger_node(i))
+                .filter_map(|n| measurements.meters.get(&tree.nodes()[n].id))
+                .filter(|r| !r.stale)
+                .map(|r| r.at_ms)
+                .min()
+                .unwrap_or(now)
+                .min(now);
             let est = estimate::estimate(
-                st.sample,
-                accepted.map(|a| Accepted { limit_a: a.limit_a, at_ms: a.at_ms, previous_a: a.previous_a }),
+                st.sample.filter(|s| s.at_ms <= as_of),
+                accepted.map(|a| Accepted {
+                    limit_a: a.limit_a,
+                    at_ms: a.at_ms,
+                    previous_a: a.previous_a,
+                    previous_low_a: a.previous_low_a,
+                }),
                 point.phases,
-                now,
+                as_of,
                 settle,
             );
             st.assumed = Some(est);
@@ -511,7 +559,12 @@ impl Controller {
                     // restart may hold for up to one validity.
                     None => (None, self.started_ms.saturating_add(validity_ms)),
                 };
-                Link::NotAnswering { since_ms, last_limit_a: last, limit_valid_until_ms: until, safe_current_a: point.safe_current_a }
+                Link::NotAnswering {
+                    since_ms,
+                    last_limit_a: last,
+                    limit_valid_until_ms: until,
+                    safe_current_a: point.safe_current_a,
+                }
             } else {
                 Link::Answering
             };
@@ -523,7 +576,8 @@ impl Controller {
                 }),
                 measured_a: est.measured_a,
                 link,
-                settling: est.settling,
+                // Transitions are handled by the observers (see `observed`).
+                settling: false,
             });
         }
         out
@@ -531,8 +585,9 @@ impl Controller {
 
     fn run_once(&mut self) {
         let now = now_ms();
-        let states = self.states(now);
-        let measurements = self.shared.meters.measurements();
+        let raw = self.shared.meters.measurements();
+        let states = self.states(now, &raw);
+        let measurements = self.observed(raw, &states);
         let external = self.shared.control.limits();
         let started = std::time::Instant::now();
         let input = BalancerInput {
@@ -563,13 +618,16 @@ impl Controller {
             }
             Err(Refused::Violations(v, _)) => {
                 metrics.balancer_refused.inc();
-                let msg = Refused::Violations(v, Box::new(Allocation {
-                    computed_at_ms: now,
-                    setpoints: Vec::new(),
-                    nodes: Vec::new(),
-                    fail_safe: Vec::new(),
-                    warnings: Vec::new(),
-                }))
+                let msg = Refused::Violations(
+                    v,
+                    Box::new(Allocation {
+                        computed_at_ms: now,
+                        setpoints: Vec::new(),
+                        nodes: Vec::new(),
+                        fail_safe: Vec::new(),
+                        warnings: Vec::new(),
+                    }),
+                )
                 .to_string();
                 tracing::error!(error = %msg, "balancer: BUG: allocation over a limit refused; chargers keep their limits");
                 self.refused = Some(msg);
@@ -581,6 +639,55 @@ impl Controller {
             }
         }
         self.publish();
+    }
+
+    /// The meter readings as the balancer takes them: at every metered circuit, the
+    /// observer's non-EV load plus the draws the balancer will subtract, so that EVs
+    /// following new limits are neither mistaken for building load nor hide it.
+    fn observed(
+        &mut self,
+        mut measurements: crate::balancer::Measurements,
+        states: &[ChargerState],
+    ) -> crate::balancer::Measurements {
+        let site = &self.plan.site;
+        let tree = site.tree();
+        let n = tree.nodes().len();
+        let mut below = vec![observer::EvBelow::default(); n];
+        let mut subtracted = vec![[0.0f64; 3]; n];
+        for (i, (charger, state)) in site.chargers().iter().zip(states).enumerate() {
+            if !matches!(state.link, Link::Answering) {
+                continue;
+            }
+            let Some(est) = self.points[i].assumed else { continue };
+            for n in tree.path(site.charger_node(i)) {
+                let b = &mut below[n];
+                b.settling |= est.settling;
+                for cp in 0..3 {
+                    let Some(p) = charger.wiring.site_phase(cp) else { continue };
+                    let k = p.index();
+                    let clean = |v: f64| if v.is_finite() { v.max(0.0) } else { 0.0 };
+                    b.estimate[k] += clean(est.measured_a[cp]);
+                    b.low[k] += clean(est.low_a[cp]);
+                    b.high[k] += clean(est.high_a[cp]);
+                    subtracted[n][k] += clean(state.measured_a[cp]);
+                }
+            }
+        }
+        for (pos, node) in tree.nodes().iter().enumerate() {
+            if !node.metered {
+                continue;
+            }
+            match measurements.meters.get_mut(&node.id) {
+                Some(r) if !r.stale && r.current_a.iter().all(|v| v.is_finite()) => {
+                    let non_ev = self.observers[pos].update(r.current_a, r.at_ms, below[pos]);
+                    tracing::trace!(node = %node.id, reading = ?r.current_a, at_ms = r.at_ms, ev = ?below[pos], ?non_ev,
+                        "balancer: non-EV load observed");
+                    r.current_a = [0, 1, 2].map(|k| non_ev[k] + subtracted[pos][k]);
+                }
+                _ => self.observers[pos].reset(),
+            }
+        }
+        measurements
     }
 
     fn track_fail_safe(&mut self, allocation: &Allocation, now: u64) {
@@ -652,16 +759,23 @@ impl Controller {
                 to_time(valid_until_ms),
                 Utc::now(),
             );
-            // What the EV may still draw while it follows: the old limit, or while it is
-            // still following an earlier change, the higher of that change's two limits
-            // (so a run of changes never lowers the bound before the EV could follow).
-            let settle = self.plan.section.settle_ms;
-            let previous_a = match st.accepted.filter(|a| a.tx == tx) {
-                Some(a) if now < a.at_ms.saturating_add(settle) => Some(a.limit_a.max(a.previous_a.unwrap_or(0.0))),
-                Some(a) => Some(a.limit_a),
-                None => st.sample.map(|s| s.current_a.iter().copied().fold(0.0, f64::max)),
+            // What the EV may still draw when this limit reaches it: its steady draw, or
+            // while it is still following earlier changes, anything between the lowest and
+            // the highest of their limits (so a run of changes never narrows the bounds
+            // before the EV could follow).
+            let (previous_a, previous_low_a) = match (st.accepted.filter(|a| a.tx == tx), st.assumed) {
+                (Some(a), Some(e)) if e.settling => (
+                    Some(a.limit_a.max(a.previous_a.unwrap_or(0.0))),
+                    Some(a.limit_a.min(a.previous_low_a.unwrap_or(0.0))),
+                ),
+                (_, Some(e)) => {
+                    let m = e.measured_a.iter().copied().fold(0.0, f64::max);
+                    (Some(m), Some(m))
+                }
+                (Some(a), None) => (Some(a.limit_a), Some(a.limit_a)),
+                (None, None) => (None, None),
             };
-            let sent = Sent { limit_a: want, at_ms: now, valid_until_ms, tx, previous_a };
+            let sent = Sent { limit_a: want, at_ms: now, valid_until_ms, tx, previous_a, previous_low_a };
             self.points[i].in_flight = true;
             let shared = self.shared.clone();
             let outcomes = self.outcomes.clone();
@@ -699,7 +813,8 @@ impl Controller {
             .values()
             .map(|(f, since)| FailSafeView { fail_safe: f.clone(), since: to_time(*since) })
             .collect();
-        fail_safe.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.fail_safe.subject.id().cmp(b.fail_safe.subject.id())));
+        fail_safe
+            .sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.fail_safe.subject.id().cmp(b.fail_safe.subject.id())));
         let view = ControlView {
             enabled: true,
             runs: self.runs,

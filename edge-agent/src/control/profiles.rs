@@ -58,6 +58,7 @@ impl Unit {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one field each of the profile
 fn profile(
     id: i32,
     purpose: ChargingProfilePurposeType,

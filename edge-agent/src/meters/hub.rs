@@ -98,12 +98,9 @@ impl MeterStatus {
         }
     }
 
-    /// The reading as the balancer takes it, or `None` when stale, without a node or
-    /// without a reading yet (the balancer then applies the node's safe current).
+    /// The reading as the balancer takes it (marked stale when it is: the balancer then
+    /// applies the node's safe current), or `None` without a reading yet.
     pub fn balancer_reading(&self) -> Option<crate::balancer::MeterReading> {
-        if self.stale {
-            return None;
-        }
         let reading = self.reading?;
         let at = self.read_at?;
         let mut current_a = [0.0; 3];
@@ -117,7 +114,11 @@ impl MeterStatus {
                 (None, true) => f64::NAN,
             };
         }
-        Some(crate::balancer::MeterReading { current_a, at_ms: u64::try_from(at.timestamp_millis()).unwrap_or(0) })
+        Some(crate::balancer::MeterReading {
+            current_a,
+            at_ms: u64::try_from(at.timestamp_millis()).unwrap_or(0),
+            stale: self.stale,
+        })
     }
 
     /// The status with its age at `now`, as the API shows it.
@@ -435,14 +436,16 @@ mod tests {
         assert!(text.contains(r#"sitepilot_edge_meter_power_watts{meter="grid"} 4600.0"#), "{text}");
         assert!(text.contains(r#"sitepilot_edge_meter_stale{meter="grid"} 0"#), "{text}");
 
-        // Stale: left out, though the last reading stays visible.
+        // Stale: passed on marked stale (the balancer goes to the safe current), the last
+        // reading stays visible.
         hub.record_failure(0, update(), "timeout", "no answer".into(), at);
         hub.record_transition(0, Transition::Stale { at: std::time::Instant::now() }, at);
         let m = hub.get("grid").expect("meter");
         assert!(m.stale && m.reading.is_some());
         assert_eq!(m.stale_entries, 2);
         assert_eq!(m.last_error.as_ref().map(|e| e.kind), Some("timeout"));
-        assert!(!hub.measurements().meters.contains_key(&"main".parse::<NodeId>().expect("id")));
+        let main = "main".parse::<NodeId>().expect("id");
+        assert!(hub.measurements().meters.get(&main).is_some_and(|r| r.stale), "passed on, marked stale");
         assert!(hub.snapshot().any_stale());
         let text = metrics.render();
         assert!(text.contains(r#"sitepilot_edge_meter_reads_total{meter="grid",result="timeout"} 1"#), "{text}");

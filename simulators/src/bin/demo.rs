@@ -6,13 +6,18 @@
 //! in `../shared/data/` when that folder is there, from a built-in generator otherwise.
 //! Prints the URLs and a line of live figures every few seconds until Ctrl-C.
 //!
-//! The cloud hub, the site meter and the balancer join the demo as their issues land.
+//! A simulated grid meter (Modbus TCP, SDM630 map) reads an office building's load over
+//! the same compressed day plus what the EVs draw; the agent polls it every second and
+//! keeps the site under its grid limit (`--grid-limit-a`), moving power between the cars.
+//! The cloud hub joins the demo when its issue lands.
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use shared_model::ocpp::v16::Reason;
+use shared_model::site::Wiring;
 use simulators::chargepoint::{ChargePoint, ChargePointConfig, EvModel};
 use simulators::load::process::{Server, http_get};
+use simulators::meter::{LoadProfile, MeterServer, SimClock, SiteLoad};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +49,12 @@ struct Args {
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long)]
     seconds: Option<u64>,
+    /// The grid connection's fuse (A per phase) the balancer keeps the site under.
+    #[arg(long, default_value_t = 80.0)]
+    grid_limit_a: f64,
+    /// Modbus TCP port of the simulated grid meter to try first.
+    #[arg(long, default_value_t = 5020)]
+    meter_port: u16,
 }
 
 /// One EV visit: how long it stays plugged in (simulated seconds).
@@ -131,6 +142,15 @@ fn hash_password(bin: &Path, password: &str) -> Result<String> {
     Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }
 
+/// How charger `n` is wired: rotated so single-phase load spreads over the phases.
+fn wiring(n: u32) -> Wiring {
+    match n % 3 {
+        1 => Wiring::L1_L2_L3,
+        2 => Wiring::L2_L3_L1,
+        _ => Wiring::L3_L1_L2,
+    }
+}
+
 /// The id tag of a driver who uses `connector` of charger `n` (one tag per connector, so
 /// no driver ever has two sessions at once, which the agent would answer ConcurrentTx).
 fn tag(n: u32, connector: u32) -> String {
@@ -159,12 +179,31 @@ async fn main() -> Result<()> {
     if !api_default {
         eprintln!("demo: port {} is taken; the API uses {api_port} instead", args.api_port);
     }
+    let (meter_port, meter_default) = free_port(args.meter_port)?;
+    if !meter_default {
+        eprintln!("demo: port {} is taken; the simulated meter uses {meter_port} instead", args.meter_port);
+    }
+    // The building: an office over the same compressed day, starting at 07:00.
+    let speed = args.speed.max(1.0);
+    let site = SiteLoad::new(
+        LoadProfile::office(),
+        SimClock::compressed(chrono::NaiveTime::from_hms_opt(7, 0, 0).unwrap_or_default(), speed),
+    );
+    let meter = MeterServer::bind(std::net::SocketAddr::from(([127, 0, 0, 1], meter_port)), site.clone())
+        .await
+        .with_context(|| format!("starting the simulated meter on port {meter_port}"))?;
 
     let mut config = format!(
         "[site]\nid = \"demo-site\"\nname = \"Sitepilot demo\"\n\n[ocpp]\nlisten = \"0.0.0.0:{ocpp_port}\"\n\
          security_profile = 1\nheartbeat_interval_s = 60\n\n[store]\npath = \"{}\"\nsynchronous = \"normal\"\n\n\
-         [api]\nlisten = \"0.0.0.0:{api_port}\"\n\n[authorization]\nunknown_id_tags = \"reject\"\n",
-        dir.join("edge.db").display()
+         [api]\nlisten = \"0.0.0.0:{api_port}\"\n\n[authorization]\nunknown_id_tags = \"reject\"\n\n\
+         [balancer]\nmin_pause_s = 20\nmin_run_s = 20\nsettle_ms = 4000\n\n\
+         [[circuits]]\nid = \"grid\"\nlimit_a = {limit}\nsafe_current_a = {safe}\n\n\
+         [[meters]]\nid = \"grid-meter\"\nmap = \"eastron-sdm630\"\ntcp = \"127.0.0.1:{meter_port}\"\ncircuit = \"grid\"\n\
+         period_ms = 1000\n",
+        dir.join("edge.db").display(),
+        limit = args.grid_limit_a,
+        safe = (args.grid_limit_a / 2.0).floor(),
     );
     for n in 1..=args.chargers {
         for connector in 1..=2 {
@@ -179,8 +218,10 @@ async fn main() -> Result<()> {
         let id = format!("DEMO-{i:02}");
         let password = format!("demo-password-{i:02}");
         config.push_str(&format!(
-            "\n[[chargers]]\nid = \"{id}\"\nname = \"Bay {i}\"\npassword_hash = \"{}\"\n",
-            hash_password(&bin, &password)?
+            "\n[[chargers]]\nid = \"{id}\"\nname = \"Bay {i}\"\npassword_hash = \"{}\"\ncircuit = \"grid\"\n\
+             connectors = 2\nmax_current_a = 32\nwiring = \"{}\"\nsafe_current_a = 0\n",
+            hash_password(&bin, &password)?,
+            wiring(i),
         ));
         passwords.push((id, password));
     }
@@ -197,11 +238,14 @@ async fn main() -> Result<()> {
     println!("  edge agent API     http://{api}/api/v1/chargers   (health: /health, metrics: /metrics)");
     println!("  OCPP endpoint      {ocpp_url}/{{chargePointId}}");
     println!("  sessions           {source}, one simulated hour every {:.0} s", 3600.0 / args.speed);
+    println!("  load balancing     http://{api}/api/v1/balancer   (grid limit {} A per phase)", args.grid_limit_a);
+    println!(
+        "  grid meter         http://{api}/api/v1/meters     (simulated SDM630 on Modbus TCP 127.0.0.1:{meter_port})"
+    );
     println!("  agent config       {config_arg}");
     println!("Ctrl-C stops it.");
 
     let visits = Arc::new(visits);
-    let speed = args.speed.max(1.0);
     let mut tasks = Vec::new();
     for (n, (id, password)) in passwords.into_iter().enumerate() {
         let cfg = ChargePointConfig::new(&id, &ocpp_url)
@@ -211,6 +255,7 @@ async fn main() -> Result<()> {
             .with_ev(EvModel::default().with_max_current(if n % 2 == 0 { 16.0 } else { 32.0 }));
         let cp = ChargePoint::connect(cfg).await.with_context(|| format!("connecting {id}"))?;
         cp.boot().await?;
+        site.attach(&cp, wiring(n as u32 + 1));
         let cp = Arc::new(cp);
         for connector in 1..=2u32 {
             let (cp, visits) = (cp.clone(), visits.clone());
@@ -249,6 +294,32 @@ async fn main() -> Result<()> {
                 s["chargers"], s["active_transactions"], s["transactions"], s["meter_samples"], s["messages_logged"]
             );
         }
+        let grid = site.currents(std::time::Instant::now());
+        let setpoints = match http_get(&api, "/api/v1/balancer", Duration::from_secs(2)).await {
+            Ok((200, body)) => serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|b| b["allocation"]["setpoints"].as_array().cloned())
+                .map(|sps| {
+                    sps.iter()
+                        .filter(|sp| sp["session_started_ms"].is_u64())
+                        .map(|sp| {
+                            let a = sp["current_a"].as_f64().unwrap_or(0.0);
+                            format!(
+                                "{} {}",
+                                sp["charger"].as_str().unwrap_or("?"),
+                                if a > 0.0 { format!("{a:.1} A") } else { "paused".into() }
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        println!(
+            "  grid {:.0}/{:.0}/{:.0} A of {:.0} A (building {:.0}/{:.0}/{:.0} A) | {setpoints}",
+            grid.total[0], grid.total[1], grid.total[2], args.grid_limit_a, grid.base[0], grid.base[1], grid.base[2]
+        );
         if until.is_some_and(|u| tokio::time::Instant::now() >= u) {
             break;
         }
@@ -257,6 +328,7 @@ async fn main() -> Result<()> {
         t.abort();
     }
     agent.stop(Duration::from_secs(5)).await;
+    meter.shutdown();
     println!("demo stopped.");
     Ok(())
 }
