@@ -6,6 +6,7 @@
 //! - [`model`]: the version-neutral charger model every OCPP version adapter maps into.
 //! - [`ids`]: validated identifiers.
 //! - [`site`]: the site's supply phases and how chargers are wired to them.
+//! - [`sync`]: the edge ↔ hub sync protocol over MQTT (see `shared-model/SYNC.md`).
 //!
 //! ```
 //! use shared_model::ocpp::framing::Frame;
@@ -18,3 +19,4 @@ pub mod ids;
 pub mod model;
 pub mod ocpp;
 pub mod site;
+pub mod sync;
