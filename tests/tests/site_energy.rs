@@ -433,3 +433,55 @@ async fn charger_model_quirks() {
     assert!(cp2.received_calls().iter().any(|c| c.action == "ChangeAvailability" && c.payload["type"] == "Operative"));
     schema_check(&agent).await;
 }
+
+/// Scenario 10 over the API: a grid operator's import cap (PUT /api/v1/balancer/limits)
+/// takes effect at once; when its validity ends the safe import limit applies; bad limits
+/// are refused with a reason and change nothing.
+#[tokio::test]
+async fn grid_operator_import_cap_over_the_api() {
+    let agent = TestAgent::start_text(|dir| {
+        energy_config_text(
+            dir,
+            &[("CP-1", "circuit = \"grid\""), ("CP-2", "circuit = \"grid\"")],
+            &format!("{TUNING}[[circuits]]\nid = \"grid\"\nlimit_a = 32\n"),
+        )
+    })
+    .await;
+    let ev = EvModel::instant().with_max_current(32.0);
+    let cp1 = sim(&agent, "CP-1", ev.clone()).await;
+    let cp2 = sim(&agent, "CP-2", ev).await;
+    charge(&cp1).await;
+    charge(&cp2).await;
+    for cp in [&cp1, &cp2] {
+        eventually(10, || async { (offered(cp).await == 16.0).then_some(()) }).await.expect("16 A each");
+    }
+    let put = |body: Value| {
+        let req = agent.http.put(agent.api("/api/v1/balancer/limits")).json(&body);
+        tests::http_json(req)
+    };
+    let (status, _) = put(serde_json::json!({ "import_limit_a": [20.0, 20.0, 20.0] })).await;
+    assert_eq!(status, 200);
+    for cp in [&cp1, &cp2] {
+        eventually(10, || async { (offered(cp).await == 10.0).then_some(()) }).await.expect("10 A each under the cap");
+    }
+    // Bad input: refused with a reason, the cap in force stays.
+    let (status, body) = put(serde_json::json!({ "import_limit_a": [20.0, -1.0, 20.0] })).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["detail"].as_str().is_some_and(|d| d.contains("import_limit_a")), "{body}");
+    let (status, body) = put(serde_json::json!({ "import_limit": 20 })).await;
+    assert_eq!(status, 422, "{body}");
+    let (_, limits) = agent.get("/api/v1/balancer/limits").await;
+    assert_eq!(limits["import_limit_a"], serde_json::json!([20.0, 20.0, 20.0]));
+    // A cap whose validity has ended falls back to its safe value, and says so.
+    let (status, _) = put(serde_json::json!({
+        "import_limit_a": [30.0, 30.0, 30.0], "valid_until_ms": 1, "safe_import_limit_a": [12.0, 12.0, 12.0]
+    }))
+    .await;
+    assert_eq!(status, 200);
+    for cp in [&cp1, &cp2] {
+        eventually(10, || async { (offered(cp).await == 6.0).then_some(()) }).await.expect("6 A each on the safe cap");
+    }
+    let b = balancer(&agent).await;
+    assert!(fail_safe_reasons(&b).iter().any(|r| r.ends_with(":external_limits_expired")), "{b}");
+    schema_check(&agent).await;
+}

@@ -567,3 +567,85 @@ impl Errs<'_> {
         self.list.push(ConfigError { file: self.path.to_owned(), line, key: Some(dotted), reason });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, ConfigErrors};
+    use std::path::Path;
+
+    fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        Config::parse(Path::new("edge.toml"), text)
+    }
+
+    fn errors(text: &str) -> String {
+        parse(text).err().map(|e| e.to_string()).unwrap_or_else(|| "no error".into())
+    }
+
+    const SITE: &str = "[site]\nid = \"s1\"\n\n[ocpp]\nsecurity_profile = 0\n\n";
+    const BASE: &str =
+        "[site]\nid = \"s1\"\n\n[ocpp]\nsecurity_profile = 0\n\n[[circuits]]\nid = \"grid\"\nlimit_a = 32\n\n";
+
+    #[test]
+    fn a_site_becomes_a_plan_with_one_point_per_connector() {
+        let c = parse(&format!(
+            "{BASE}[[circuits]]\nid = \"garage\"\nparent = \"grid\"\nlimit_a = [16, 16, 20]\n\n\
+             [[chargers]]\nid = \"CP-1\"\ncircuit = \"garage\"\nconnectors = 2\nwiring = \"L2-L3-L1\"\n\n\
+             [[chargers]]\nid = \"CP-2\"\ncircuit = \"grid\"\nwiring = \"L3\"\nsafe_current_a = 6\nquirks = [\"watts\"]\n"
+        ))
+        .expect("valid");
+        let plan = c.energy.expect("a plan");
+        let ids: Vec<&str> = plan.points.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, ["CP-1:1", "CP-1:2", "CP-2:1"]);
+        // Equal share of the garage's 16 A between its two connectors: 8 A each.
+        assert_eq!(plan.points[0].safe_current_a, 8.0);
+        // Hard cap: the tightest limit on the path.
+        assert_eq!(plan.points[0].hard_cap_a, 16.0);
+        assert_eq!(plan.points[2].hard_cap_a, 32.0);
+        assert_eq!(plan.points[2].phases, 1);
+        assert_eq!(plan.points[2].quirks, vec![super::Quirk::Watts]);
+        assert_eq!(plan.site.chargers()[0].wiring.to_string(), "L2-L3-L1");
+    }
+
+    #[test]
+    fn no_circuits_no_plan() {
+        assert!(parse("[site]\nid = \"s1\"\n").expect("valid").energy.is_none());
+    }
+
+    #[test]
+    fn energy_errors_name_file_line_key_and_reason() {
+        let e = errors(&format!("{BASE}[[chargers]]\nid = \"CP-1\"\ncircuit = \"attic\"\n"));
+        assert!(
+            e.contains("edge.toml:13: key `chargers[0].circuit`: circuit \"attic\" is not among [[circuits]]"),
+            "{e}"
+        );
+        let e = errors(&format!("{BASE}[[chargers]]\nid = \"CP-1\"\ncircuit = \"grid\"\nwiring = \"L4\"\n"));
+        assert!(e.contains("key `chargers[0].wiring`"), "{e}");
+        let e = errors(&format!(
+            "{BASE}[[chargers]]\nid = \"CP-1\"\ncircuit = \"grid\"\nsafe_current_a = 20\n\n\
+             [[chargers]]\nid = \"CP-2\"\ncircuit = \"grid\"\nsafe_current_a = 20\n"
+        ));
+        assert!(e.contains("safe currents below \"grid\" add up to [40.0, 40.0, 40.0] A"), "{e}");
+        let e = errors(&format!(
+            "{SITE}[[circuits]]\nid = \"a\"\nparent = \"b\"\n\n[[circuits]]\nid = \"b\"\nparent = \"a\"\n"
+        ));
+        assert!(e.contains("do not form one tree"), "{e}");
+        let e = errors(&format!("{BASE}[[chargers]]\nid = \"CP-1\"\ncircuit = \"grid\"\nquirks = [\"fast\"]\n"));
+        assert!(e.contains("edge.toml:14") && e.contains("unknown variant `fast`"), "{e}");
+        let e = errors(&format!("{BASE}[balancer]\ntick_ms = 5\n"));
+        assert!(e.contains("key `balancer.tick_ms`: 5 ms: use 50 to 60000"), "{e}");
+        let e = errors(&format!("{SITE}[[circuits]]\nid = \"grid\"\nlimit_a = -3\n"));
+        assert!(e.contains("key `circuits[0].limit_a`"), "{e}");
+        let e = errors(&format!("{SITE}[[chargers]]\nid = \"CP-1\"\ncircuit = \"grid\"\n"));
+        assert!(e.contains("no [[circuits]] are configured"), "{e}");
+    }
+
+    #[test]
+    fn model_quirks_match_vendor_and_model_prefix() {
+        let m = super::ChargerModelConfig { vendor: "ACME".into(), model: "Wall*".into(), quirks: vec![] };
+        assert!(m.matches("acme", "Wallbox Pro"));
+        assert!(!m.matches("acme", "Pillar"));
+        assert!(!m.matches("Other", "Wallbox"));
+        let exact = super::ChargerModelConfig { model: "W1".into(), ..m };
+        assert!(exact.matches("ACME", "w1") && !exact.matches("ACME", "W10"));
+    }
+}

@@ -9,11 +9,16 @@
 //!
 //! What it tells the balancer about each charger:
 //! - its session (an open transaction on that connector) and, from its MeterValues, its
-//!   draw, demand and phases (see [`estimate`]);
+//!   draw, demand and phases (see [`estimate`]), as of the time of the meter reading it
+//!   is subtracted from;
 //! - whether it answers: a charger that is not connected, or whose last profile was not
 //!   accepted, keeps its last accepted limit reserved until that limit's `validTo`, then
 //!   its safe current. A charger not seen since the agent started is assumed to run on a
 //!   limit of ours from before the restart until one validity has passed.
+//!
+//! And about each metered circuit: the reading as the [`observer`] sees it, so that EVs
+//! still following a new limit are neither taken for building load (the loop would chase
+//! its own tail) nor hide a building load step (which is seen at once).
 //!
 //! Fail-safe entries and exits (stale meters, chargers not answering, expired external
 //! limits) are logged, counted in `/metrics` and listed by `GET /api/v1/balancer`.
