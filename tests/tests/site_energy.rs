@@ -485,3 +485,94 @@ async fn grid_operator_import_cap_over_the_api() {
     assert!(fail_safe_reasons(&b).iter().any(|r| r.ends_with(":external_limits_expired")), "{b}");
     schema_check(&agent).await;
 }
+
+/// Invariant 1 on a busy site: cars arrive and leave while the building load steps up
+/// and down. Whenever nothing has changed for longer than the hardware needs to react
+/// (meter poll, car response and ramp: well under the quiet time used here), the measured
+/// site current is within its limit on every phase.
+#[tokio::test]
+async fn busy_site_is_within_its_limit_once_the_hardware_had_time() {
+    const LIMIT: f64 = 63.0;
+    const QUIET: Duration = Duration::from_millis(2000);
+    let load = SiteLoad::new(LoadProfile::constant([20.0; 3]), SimClock::real_time(chrono::NaiveTime::MIN));
+    let meter = MeterServer::bind("127.0.0.1:0".parse().unwrap(), load.clone()).await.unwrap();
+    let addr = meter.local_addr();
+    let agent = TestAgent::start_text(|dir| {
+        energy_config_text(
+            dir,
+            &[("CP-1", "circuit = \"grid\""), ("CP-2", "circuit = \"grid\""), ("CP-3", "circuit = \"grid\"")],
+            &format!(
+                "{TUNING}[[circuits]]\nid = \"grid\"\nlimit_a = {LIMIT}\nsafe_current_a = 12\n\n\
+                 [[meters]]\nid = \"grid-meter\"\nmap = \"eastron-sdm630\"\ntcp = \"{addr}\"\ncircuit = \"grid\"\nperiod_ms = 200\n"
+            ),
+        )
+    })
+    .await;
+    let ev =
+        EvModel::default().with_max_current(32.0).with_dynamics(Duration::from_millis(200), Duration::from_millis(300));
+    let cps =
+        [sim(&agent, "CP-1", ev.clone()).await, sim(&agent, "CP-2", ev.clone()).await, sim(&agent, "CP-3", ev).await];
+    for cp in &cps {
+        load.attach(cp, Wiring::THREE_PHASE);
+    }
+    // Watch the site current and when anything last changed.
+    let changed = std::sync::Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
+    let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(f64, bool)>::new()));
+    let watcher = {
+        let (load, changed, samples) = (load.clone(), changed.clone(), samples.clone());
+        let mut calls: Vec<_> = cps.iter().map(|cp| cp.subscribe_calls()).collect();
+        tokio::spawn(async move {
+            loop {
+                for rx in calls.iter_mut() {
+                    while let Ok(c) = rx.try_recv() {
+                        if c.action == "SetChargingProfile" {
+                            *changed.lock().unwrap() = std::time::Instant::now();
+                        }
+                    }
+                }
+                let quiet = changed.lock().unwrap().elapsed() > QUIET;
+                let total = load.currents(std::time::Instant::now()).total;
+                samples.lock().unwrap().push((total.into_iter().fold(0.0, f64::max), quiet));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let mark = || *changed.lock().unwrap() = std::time::Instant::now();
+    let wait = |ms: u64| tokio::time::sleep(Duration::from_millis(ms));
+    mark();
+    charge(&cps[0]).await;
+    charge(&cps[1]).await;
+    wait(3000).await;
+    mark();
+    charge(&cps[2]).await;
+    wait(3000).await;
+    mark();
+    load.set_extra_load([20.0, 25.0, 15.0]);
+    wait(3000).await;
+    mark();
+    cps[0].stop_transaction(1, shared_model::ocpp::v16::Reason::EVDisconnected).await.unwrap();
+    wait(3000).await;
+    mark();
+    load.set_extra_load([5.0; 3]);
+    wait(3000).await;
+    mark();
+    load.set_extra_load([30.0; 3]);
+    wait(3000).await;
+    watcher.abort();
+    let samples = samples.lock().unwrap().clone();
+    let quiet: Vec<f64> = samples.iter().filter(|(_, q)| *q).map(|(t, _)| *t).collect();
+    let worst_quiet = quiet.iter().copied().fold(0.0, f64::max);
+    let worst = samples.iter().map(|(t, _)| *t).fold(0.0, f64::max);
+    eprintln!(
+        "{} samples, {} quiet; worst site current {worst:.1} A, once quiet {worst_quiet:.1} A",
+        samples.len(),
+        quiet.len()
+    );
+    assert!(quiet.len() > 50, "the scenario never went quiet: the check would be empty");
+    assert!(
+        worst_quiet <= LIMIT + METER_RESOLUTION_A,
+        "site at {worst_quiet:.2} A > {LIMIT} A after the hardware had time"
+    );
+    schema_check(&agent).await;
+    meter.shutdown();
+}
