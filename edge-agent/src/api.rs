@@ -127,6 +127,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/meters/{id}", get(get_meter))
         .route("/api/v1/balancer", get(get_balancer))
         .route("/api/v1/balancer/limits", get(get_limits).put(put_limits))
+        .route("/api/v1/sync", get(get_sync))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not found", "no such endpoint") })
         .with_state(shared)
 }
@@ -697,7 +698,22 @@ async fn put_limits(
     body: Result<Json<crate::balancer::ExternalLimits>, JsonRejection>,
 ) -> ApiResult<Json<crate::balancer::ExternalLimits>> {
     let Json(limits) = body?;
-    let invalid = |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid limits", m);
+    check_limits(&limits).map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid limits", m))?;
+    if s.config.energy.is_none() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "balancing is off",
+            "no [[circuits]] are configured, so there is nothing to limit",
+        ));
+    }
+    s.control.set_limits(limits.clone());
+    tracing::info!(?limits, "balancer: external limits replaced");
+    Ok(Json(limits))
+}
+
+/// Checks external limits (from this API or from the hub): every value a finite number
+/// `>= 0`, every schedule period ending after it starts.
+pub(crate) fn check_limits(limits: &crate::balancer::ExternalLimits) -> Result<(), String> {
     let ok = |v: f64| v.is_finite() && v >= 0.0;
     let mut values: Vec<(&str, f64)> = Vec::new();
     for (key, v) in [
@@ -716,22 +732,18 @@ async fn put_limits(
     }
     for (i, p) in limits.schedule.iter().enumerate() {
         if p.end_ms <= p.start_ms {
-            return Err(invalid(format!("schedule[{i}]: end_ms must be after start_ms")));
+            return Err(format!("schedule[{i}]: end_ms must be after start_ms"));
         }
         values.extend(p.limit_w.map(|v| ("schedule.limit_w", v)));
         values.extend(p.limit_a.map(|v| ("schedule.limit_a", v)));
     }
-    if let Some((key, v)) = values.into_iter().find(|(_, v)| !ok(*v)) {
-        return Err(invalid(format!("{key}: {v} is not a finite number >= 0")));
+    match values.into_iter().find(|(_, v)| !ok(*v)) {
+        Some((key, v)) => Err(format!("{key}: {v} is not a finite number >= 0")),
+        None => Ok(()),
     }
-    if s.config.energy.is_none() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "balancing is off",
-            "no [[circuits]] are configured, so there is nothing to limit",
-        ));
-    }
-    s.control.set_limits(limits.clone());
-    tracing::info!(?limits, "balancer: external limits replaced");
-    Ok(Json(limits))
+}
+
+/// The link to the cloud hub: connected, last ack, what waits in the outbox, alarm, last error.
+async fn get_sync(State(s): State<Arc<Shared>>) -> ApiResult<Json<crate::sync::SyncView>> {
+    Ok(Json(crate::sync::view(&s).await?))
 }

@@ -35,6 +35,8 @@ pub struct Shared {
     pub started_at: chrono::DateTime<chrono::Utc>,
     /// The balancer loop's state and the external limits it obeys.
     pub control: crate::control::ControlHandle,
+    /// The link to the cloud hub (its state, for the API).
+    pub sync: crate::sync::SyncHandle,
 }
 
 /// What changed at a station, sent after the change is committed.
@@ -119,6 +121,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         live: tokio::sync::broadcast::channel(1024).0,
         started_at: chrono::Utc::now(),
         control: crate::control::ControlHandle::default(),
+        sync: crate::sync::SyncHandle::default(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let meter_tasks = meter_pollers.spawn(&shared.meters, shutdown_rx.clone());
@@ -126,6 +129,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tokio::spawn(crate::ocpp::server::serve(shared.clone(), ocpp_listener, shutdown_rx.clone())),
         tokio::spawn(crate::api::serve(shared.clone(), api_listener, shutdown_rx.clone())),
         tokio::spawn(retention_loop(shared.clone(), shutdown_rx.clone())),
+        // Returns at once without a [sync] section.
+        tokio::spawn(crate::sync::run(shared.clone(), shutdown_rx.clone())),
         tokio::spawn(crate::control::run(shared.clone(), shutdown_rx)),
     ];
     tasks.extend(meter_tasks);

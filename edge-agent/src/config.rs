@@ -38,6 +38,9 @@ pub struct Config {
     /// Quirks per charger model (matched on BootNotification vendor and model).
     #[serde(default)]
     pub charger_models: Vec<ChargerModelConfig>,
+    /// The MQTT link to the cloud hub; without it sync is off (see [`crate::sync`]).
+    #[serde(default)]
+    pub sync: Option<crate::sync::SyncConfig>,
     /// Built from the above by [`Config::parse`]: the balancer's site and the loop's plan.
     #[serde(skip)]
     pub energy: Option<EnergyPlan>,
@@ -542,6 +545,9 @@ impl Config {
             }
         }
         errors.extend(self.validate_meters(path, text));
+        if let Some(sync) = &self.sync {
+            errors.extend(sync.validate(path, text));
+        }
         errors
     }
 
@@ -732,7 +738,7 @@ fn key_at_offset(text: &str, offset: usize) -> Option<String> {
 }
 
 /// Finds the line of `key` inside `[table]` (or the `index`-th `[[table]]`).
-fn find_key_line(text: &str, table: &str, key: &str, index: Option<usize>) -> Option<usize> {
+pub(crate) fn find_key_line(text: &str, table: &str, key: &str, index: Option<usize>) -> Option<usize> {
     let mut current: Option<String> = None;
     let mut array_index: i64 = -1;
     for (n, raw) in text.lines().enumerate() {

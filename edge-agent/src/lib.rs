@@ -27,3 +27,4 @@ pub mod meters;
 pub mod metrics;
 pub mod ocpp;
 pub mod store;
+pub mod sync;

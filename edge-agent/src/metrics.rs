@@ -111,6 +111,7 @@ pub struct Metrics {
     pub charging_profiles: Family<ResultLabels, Counter>,
     pub fail_safe_active: Gauge,
     pub fail_safe_transitions: Family<FailSafeLabels, Counter>,
+    pub sync: crate::sync::SyncMetrics,
 }
 
 impl Default for Metrics {
@@ -212,7 +213,9 @@ impl Metrics {
             "Entries into and exits from fail-safe, by reason",
             fail_safe_transitions.clone(),
         );
+        let sync = crate::sync::SyncMetrics::register(&mut registry);
         Metrics {
+            sync,
             balancer_run_seconds,
             balancer_refused,
             balancer_setpoint,

@@ -47,7 +47,8 @@ pub enum Topic {
 }
 
 impl Topic {
-    pub const ALL: [Topic; 6] = [Topic::Hello, Topic::Events, Topic::Acks, Topic::Commands, Topic::Results, Topic::Status];
+    pub const ALL: [Topic; 6] =
+        [Topic::Hello, Topic::Events, Topic::Acks, Topic::Commands, Topic::Results, Topic::Status];
 
     /// The part after `sitepilot/v1/{site_id}/`.
     pub fn suffix(self) -> &'static str {
@@ -200,18 +201,47 @@ pub struct CommandEnvelope {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Command {
-    RemoteStart { station: String, connector: Option<u32>, id_tag: String },
-    RemoteStop { station: String, transaction_id: i64 },
-    ChangeAvailability { station: String, connector: u32, operative: bool },
-    Reset { station: String, hard: bool },
-    UnlockConnector { station: String, connector: u32 },
-    ChangeConfiguration { station: String, key: String, value: String },
+    RemoteStart {
+        station: String,
+        connector: Option<u32>,
+        id_tag: String,
+    },
+    RemoteStop {
+        station: String,
+        transaction_id: i64,
+    },
+    ChangeAvailability {
+        station: String,
+        connector: u32,
+        operative: bool,
+    },
+    Reset {
+        station: String,
+        hard: bool,
+    },
+    UnlockConnector {
+        station: String,
+        connector: u32,
+    },
+    ChangeConfiguration {
+        station: String,
+        key: String,
+        value: String,
+    },
     /// Replaces (`full`) or updates the site's local authorization list.
-    SetLocalList { full: bool, entries: Vec<LocalListEntry> },
+    SetLocalList {
+        full: bool,
+        entries: Vec<LocalListEntry>,
+    },
     /// The tariff the site shows and prices receipts with while offline (OCPI tariff JSON).
-    SetTariff { tariff_id: String, tariff: Value },
+    SetTariff {
+        tariff_id: String,
+        tariff: Value,
+    },
     /// Grid-operator or fleet limits for the balancer.
-    SetSiteLimits { limits: Value },
+    SetSiteLimits {
+        limits: Value,
+    },
 }
 
 impl Command {

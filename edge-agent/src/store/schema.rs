@@ -138,6 +138,31 @@ CREATE TABLE auth_cache (
     updated_at    TEXT NOT NULL
 );
 "#,
+    // 2: sync (commands from the hub, executed at most once; tariffs kept for offline use).
+    r#"
+-- Every command the hub sent, by id: recorded before it runs ('started'), so a redelivery
+-- never runs it twice; `result` is the CommandResult JSON as published (sent again,
+-- unchanged, on redelivery).
+CREATE TABLE sync_commands (
+    command_id  TEXT PRIMARY KEY,
+    received_at TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    outcome     TEXT NOT NULL CHECK (outcome IN ('started', 'accepted', 'rejected', 'failed', 'expired')),
+    result      TEXT,
+    finished_at TEXT,
+    -- When the result was last handed to the broker (NULL: not yet, publish on connect).
+    reported_at TEXT
+);
+CREATE INDEX sync_commands_unreported ON sync_commands (finished_at) WHERE reported_at IS NULL;
+
+-- Tariffs from the hub (OCPI tariff JSON), for display and receipts while offline.
+CREATE TABLE tariffs (
+    tariff_id  TEXT PRIMARY KEY,
+    tariff     TEXT NOT NULL,
+    command_id TEXT,
+    updated_at TEXT NOT NULL
+);
+"#,
 ];
 
 /// Brings the database to the newest schema, each migration in its own transaction.
