@@ -434,7 +434,9 @@ impl Link {
             };
             let (Some(first), Some(last)) = (rows.first().map(|r| r.seq), rows.last().map(|r| r.seq)) else { break };
             let acked = self.outflow.acked();
-            if acked > 0 && first > acked + 1 && self.gap_reported != Some((acked, first)) {
+            // Sending right after the hub's position (at start or after a go-back), the
+            // outbox must continue there; later batches start wherever the window is.
+            if acked > 0 && from == acked + 1 && first > from && self.gap_reported != Some((acked, first)) {
                 self.gap_reported = Some((acked, first));
                 let message = format!(
                     "the hub stands at seq {acked} but the outbox starts at {first}: events {} to {} were deleted \

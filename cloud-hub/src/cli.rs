@@ -1,0 +1,244 @@
+//! The command line: `cloud-hub run | check-config | site add | site list`.
+
+use clap::{Parser, Subcommand};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::config::{BrokerPlan, Config};
+
+#[derive(Parser)]
+#[command(
+    name = "cloud-hub",
+    version,
+    about = "Sitepilot cloud hub: collects every site over MQTT into SQLite or PostgreSQL"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub (embedded or external MQTT broker, ingest, /health and /metrics).
+    Run {
+        /// The TOML config file (see configs/cloud-hub.example.toml).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file and report every problem with its file, line and key.
+    CheckConfig {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Provision and list sites.
+    Site {
+        #[command(subcommand)]
+        command: SiteCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SiteCommand {
+    /// Create a site: prints its id, its MQTT user name and password (shown once; only a
+    /// hash is stored) and the lines to paste into the site's edge-agent config.
+    Add {
+        /// A human-readable name, e.g. "Depot North".
+        name: String,
+        /// The TOML config file (for the database and the broker address).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The site id (1-64 letters, digits, '-', '_'); default: made from the name.
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// List the sites and how far their events are applied.
+    List {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+/// Runs the command line; the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(c) => {
+                println!("{}: ok ({})", config.display(), c.summary());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config } => run(&config),
+        Command::Site { command: SiteCommand::Add { name, config, id } } => {
+            with_config(&config, |c| async move { site_add(c, &name, id.as_deref()).await })
+        }
+        Command::Site { command: SiteCommand::List { config } } => with_config(&config, site_list),
+    }
+}
+
+/// Loads the config and runs `f` on a small runtime.
+fn with_config<F, Fut>(path: &Path, f: F) -> ExitCode
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cloud-hub: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(f(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cloud-hub: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The broker address to give sites: `public_url`, else what the config implies.
+fn broker_url_for_sites(config: &Config) -> (String, bool) {
+    if let Some(url) = &config.mqtt.public_url {
+        return (url.clone(), true);
+    }
+    match &config.broker {
+        BrokerPlan::Embedded { listen } => match listen.ip() {
+            ip if ip.is_unspecified() => (format!("mqtt://HUB_HOST:{}", listen.port()), false),
+            IpAddr::V6(ip) => (format!("mqtt://[{ip}]:{}", listen.port()), false),
+            IpAddr::V4(ip) => (format!("mqtt://{ip}:{}", listen.port()), false),
+        },
+        BrokerPlan::External { host, port } if host.contains(':') => (format!("mqtt://[{host}]:{port}"), false),
+        BrokerPlan::External { host, port } => (format!("mqtt://{host}:{port}"), false),
+    }
+}
+
+async fn site_add(config: Config, name: &str, id: Option<&str>) -> anyhow::Result<()> {
+    let store = crate::db::Store::connect(&config.db, 1).await?;
+    let result = crate::sites::add_site(&store, name, id, &config.mqtt.username).await;
+    store.close().await;
+    let creds = result?;
+    let (url, public) = broker_url_for_sites(&config);
+    println!("site added");
+    println!("  id:            {}", creds.site_id);
+    println!("  name:          {}", creds.name);
+    println!("  MQTT username: {}", creds.mqtt_username);
+    println!("  MQTT password: {}", creds.mqtt_password);
+    println!();
+    println!("The password is shown only now (the hub keeps an argon2id hash of it).");
+    if !public {
+        println!(
+            "The broker address below is the hub's own view{}: the site may need another one (set mqtt.public_url).",
+            if url.contains("HUB_HOST") { " (replace HUB_HOST)" } else { "" }
+        );
+    }
+    println!("Paste into the site's edge-agent config:");
+    println!();
+    print!("{}", crate::sites::edge_config_snippet(&creds, &url));
+    Ok(())
+}
+
+async fn site_list(config: Config) -> anyhow::Result<()> {
+    let store = crate::db::Store::connect(&config.db, 1).await?;
+    let sites = crate::sites::list_sites(&store).await;
+    store.close().await;
+    let sites = sites?;
+    println!("{:<40} {:>15} {:<25} {:<8} name", "id", "applied_through", "last event", "online");
+    for s in sites {
+        let last = s.last_event_at.map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string()).unwrap_or_else(|| "-".into());
+        let online = match s.online {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "-",
+        };
+        println!("{:<40} {:>15} {:<25} {:<8} {}", s.id, s.applied_through, last, online, s.name);
+    }
+    Ok(())
+}
+
+fn run(path: &Path) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                // rumqttd logs every connection and subscription at info.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!("{}", config.summary());
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cloud-hub: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let running = match crate::app::start(config).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("cloud-hub: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        // One machine-readable line for supervisors and tests (ports may be 0 in the
+        // config), then the human one.
+        println!(
+            "SITEPILOT_READY {}",
+            serde_json::json!({
+                "http": running.http_addr.to_string(),
+                "mqtt": running.broker_url,
+                "embedded_broker": running.embedded_broker.map(|a| a.to_string()),
+            })
+        );
+        println!("cloud-hub: MQTT {}; health at http://{}/health", running.broker_url, running.http_addr);
+        wait_for_signal().await;
+        tracing::info!("cloud-hub: shutting down");
+        running.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,402 @@
+//! The hub's database: SQLite (the single-machine default) or PostgreSQL (several hub
+//! replicas), with migrations for both.
+//!
+//! Both databases run the same SQL text (`$1`-style parameters work in both, as do
+//! `INSERT ... ON CONFLICT ... DO UPDATE` and `RETURNING`); what differs is the schema's
+//! types (`migrations/sqlite`, `migrations/postgres`) and how a transaction takes the
+//! site's lock ([`Store::begin`], [`Tx::lock_site`]). To write the logic once, values go
+//! in and out as [`Val`] and each statement is bound for the backend at hand.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::types::Json;
+use sqlx::{Postgres, Row as _, SqlSafeStr, Sqlite, Transaction};
+use std::time::Duration;
+
+use crate::config::DbTarget;
+
+/// A database error with what the hub was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot open the database {target}: {source}")]
+    Connect { target: String, source: sqlx::Error },
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("database: column {index} of `{sql}` is not a {expected:?}")]
+    Shape { sql: &'static str, index: usize, expected: Ty },
+}
+
+/// A value bound to or read from a statement. `None` is SQL NULL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val {
+    Int(Option<i64>),
+    Real(Option<f64>),
+    Text(Option<String>),
+    Time(Option<DateTime<Utc>>),
+    Bool(Option<bool>),
+    Json(Option<Value>),
+}
+
+/// The type to read a column as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ty {
+    Int,
+    Real,
+    Text,
+    Time,
+    Bool,
+    Json,
+}
+
+impl From<i64> for Val {
+    fn from(v: i64) -> Self {
+        Val::Int(Some(v))
+    }
+}
+impl From<Option<i64>> for Val {
+    fn from(v: Option<i64>) -> Self {
+        Val::Int(v)
+    }
+}
+impl From<f64> for Val {
+    fn from(v: f64) -> Self {
+        Val::Real(Some(v))
+    }
+}
+impl From<Option<f64>> for Val {
+    fn from(v: Option<f64>) -> Self {
+        Val::Real(v)
+    }
+}
+impl From<&str> for Val {
+    fn from(v: &str) -> Self {
+        Val::Text(Some(v.to_owned()))
+    }
+}
+impl From<String> for Val {
+    fn from(v: String) -> Self {
+        Val::Text(Some(v))
+    }
+}
+impl From<&String> for Val {
+    fn from(v: &String) -> Self {
+        Val::Text(Some(v.clone()))
+    }
+}
+impl From<Option<&str>> for Val {
+    fn from(v: Option<&str>) -> Self {
+        Val::Text(v.map(str::to_owned))
+    }
+}
+impl From<&Option<String>> for Val {
+    fn from(v: &Option<String>) -> Self {
+        Val::Text(v.clone())
+    }
+}
+impl From<DateTime<Utc>> for Val {
+    fn from(v: DateTime<Utc>) -> Self {
+        Val::Time(Some(v))
+    }
+}
+impl From<Option<DateTime<Utc>>> for Val {
+    fn from(v: Option<DateTime<Utc>>) -> Self {
+        Val::Time(v)
+    }
+}
+impl From<bool> for Val {
+    fn from(v: bool) -> Self {
+        Val::Bool(Some(v))
+    }
+}
+impl From<Value> for Val {
+    fn from(v: Value) -> Self {
+        Val::Json(Some(v))
+    }
+}
+
+/// A row read as the [`Ty`]s asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row(pub Vec<Val>);
+
+impl Row {
+    pub fn int(&self, i: usize) -> Option<i64> {
+        match self.0.get(i) {
+            Some(Val::Int(v)) => *v,
+            _ => None,
+        }
+    }
+    pub fn real(&self, i: usize) -> Option<f64> {
+        match self.0.get(i) {
+            Some(Val::Real(v)) => *v,
+            _ => None,
+        }
+    }
+    pub fn text(&self, i: usize) -> Option<&str> {
+        match self.0.get(i) {
+            Some(Val::Text(v)) => v.as_deref(),
+            _ => None,
+        }
+    }
+    pub fn time(&self, i: usize) -> Option<DateTime<Utc>> {
+        match self.0.get(i) {
+            Some(Val::Time(v)) => *v,
+            _ => None,
+        }
+    }
+    pub fn bool(&self, i: usize) -> Option<bool> {
+        match self.0.get(i) {
+            Some(Val::Bool(v)) => *v,
+            _ => None,
+        }
+    }
+    pub fn json(&self, i: usize) -> Option<&Value> {
+        match self.0.get(i) {
+            Some(Val::Json(v)) => v.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// Binds every value in order (a macro: the two backends' query types differ, the code
+/// does not).
+macro_rules! bind_all {
+    ($query:expr, $args:expr) => {{
+        let mut q = $query;
+        for a in $args {
+            q = match a {
+                Val::Int(v) => q.bind(*v),
+                Val::Real(v) => q.bind(*v),
+                Val::Text(v) => q.bind(v.clone()),
+                Val::Time(v) => q.bind(*v),
+                Val::Bool(v) => q.bind(*v),
+                Val::Json(v) => q.bind(v.clone().map(Json)),
+            };
+        }
+        q
+    }};
+}
+
+/// Reads one row as `types` (a macro for the same reason as [`bind_all`]).
+macro_rules! decode_row {
+    ($row:expr, $types:expr, $sql:expr) => {{
+        let row = $row;
+        let mut out = Vec::with_capacity($types.len());
+        for (i, t) in $types.iter().enumerate() {
+            let shape = |_| DbError::Shape { sql: $sql, index: i, expected: *t };
+            out.push(match t {
+                Ty::Int => Val::Int(row.try_get::<Option<i64>, _>(i).map_err(shape)?),
+                Ty::Real => Val::Real(row.try_get::<Option<f64>, _>(i).map_err(shape)?),
+                Ty::Text => Val::Text(row.try_get::<Option<String>, _>(i).map_err(shape)?),
+                Ty::Time => Val::Time(row.try_get::<Option<DateTime<Utc>>, _>(i).map_err(shape)?),
+                Ty::Bool => Val::Bool(row.try_get::<Option<bool>, _>(i).map_err(shape)?),
+                Ty::Json => Val::Json(row.try_get::<Option<Json<Value>>, _>(i).map_err(shape)?.map(|j| j.0)),
+            });
+        }
+        Row(out)
+    }};
+}
+
+/// The pool of either backend.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// An open transaction of either backend.
+pub enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+fn migrator(postgres: bool) -> Migrator {
+    let (sql, description) = if postgres {
+        (include_str!("../migrations/postgres/0001_sync.sql"), "sync")
+    } else {
+        (include_str!("../migrations/sqlite/0001_sync.sql"), "sync")
+    };
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        description.into(),
+        MigrationType::Simple,
+        sql.into_sql_str(),
+        false,
+    )])
+}
+
+impl Store {
+    /// Opens the database (creating a SQLite file when missing) and brings its schema up
+    /// to date.
+    pub async fn connect(target: &DbTarget, max_connections: u32) -> Result<Store, DbError> {
+        let store = match target {
+            DbTarget::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| DbError::Connect { target: target.to_string(), source: sqlx::Error::Io(e) })?;
+                }
+                let options = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // An ack promises durability: fsync every commit.
+                    .synchronous(SqliteSynchronous::Full)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(30));
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(max_connections)
+                    .connect_with(options)
+                    .await
+                    .map_err(|source| DbError::Connect { target: target.to_string(), source })?;
+                Store::Sqlite(pool)
+            }
+            DbTarget::Postgres(url) => {
+                let options: PgConnectOptions =
+                    url.parse().map_err(|source| DbError::Connect { target: target.to_string(), source })?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(options)
+                    .await
+                    .map_err(|source| DbError::Connect { target: target.to_string(), source })?;
+                Store::Postgres(pool)
+            }
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), DbError> {
+        match self {
+            Store::Sqlite(pool) => migrator(false).run(pool).await?,
+            Store::Postgres(pool) => migrator(true).run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Starts a write transaction. SQLite: `BEGIN IMMEDIATE`, which takes the database's
+    /// write lock at once (a deferred transaction that reads and then writes can fail
+    /// with SQLITE_BUSY when another writer got there in between). PostgreSQL: a plain
+    /// READ COMMITTED transaction; the rows it depends on are locked with
+    /// [`Tx::lock_site`].
+    pub async fn begin(&self) -> Result<Tx, DbError> {
+        Ok(match self {
+            Store::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Store::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// Runs one statement outside a transaction; the number of rows it touched.
+    pub async fn exec(&self, sql: &'static str, args: &[Val]) -> Result<u64, DbError> {
+        Ok(match self {
+            Store::Sqlite(pool) => bind_all!(sqlx::query(sql), args).execute(pool).await?.rows_affected(),
+            Store::Postgres(pool) => bind_all!(sqlx::query(sql), args).execute(pool).await?.rows_affected(),
+        })
+    }
+
+    /// Reads every row of a query as `types`.
+    pub async fn fetch(&self, sql: &'static str, args: &[Val], types: &[Ty]) -> Result<Vec<Row>, DbError> {
+        let mut out = Vec::new();
+        match self {
+            Store::Sqlite(pool) => {
+                for row in bind_all!(sqlx::query(sql), args).fetch_all(pool).await? {
+                    out.push(decode_row!(row, types, sql));
+                }
+            }
+            Store::Postgres(pool) => {
+                for row in bind_all!(sqlx::query(sql), args).fetch_all(pool).await? {
+                    out.push(decode_row!(row, types, sql));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first row of a query, if any.
+    pub async fn fetch_opt(&self, sql: &'static str, args: &[Val], types: &[Ty]) -> Result<Option<Row>, DbError> {
+        Ok(self.fetch(sql, args, types).await?.into_iter().next())
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        self.fetch("SELECT CAST(1 AS BIGINT)", &[], &[Ty::Int]).await.map(|_| ())
+    }
+
+    /// Closes the pool (waits for connections in use to come back).
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(pool) => pool.close().await,
+            Store::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+impl Tx {
+    /// Whether this is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Tx::Postgres(_))
+    }
+
+    /// Reads the site's `applied_through` and holds the site's lock until the end of the
+    /// transaction: PostgreSQL `SELECT ... FOR UPDATE` (another replica applying a batch
+    /// of the same site waits here); SQLite already holds the database's write lock
+    /// since `BEGIN IMMEDIATE`. `None`: no such site.
+    pub async fn lock_site(&mut self, site_id: &str) -> Result<Option<i64>, DbError> {
+        let sql = if self.is_postgres() {
+            "SELECT applied_through FROM sites WHERE id = $1 FOR UPDATE"
+        } else {
+            "SELECT applied_through FROM sites WHERE id = $1"
+        };
+        Ok(self.fetch_opt(sql, &[site_id.into()], &[Ty::Int]).await?.and_then(|r| r.int(0)))
+    }
+
+    /// Runs one statement; the number of rows it touched.
+    pub async fn exec(&mut self, sql: &'static str, args: &[Val]) -> Result<u64, DbError> {
+        Ok(match self {
+            Tx::Sqlite(tx) => bind_all!(sqlx::query(sql), args).execute(&mut **tx).await?.rows_affected(),
+            Tx::Postgres(tx) => bind_all!(sqlx::query(sql), args).execute(&mut **tx).await?.rows_affected(),
+        })
+    }
+
+    /// The first row of a query, if any.
+    pub async fn fetch_opt(&mut self, sql: &'static str, args: &[Val], types: &[Ty]) -> Result<Option<Row>, DbError> {
+        Ok(match self {
+            Tx::Sqlite(tx) => match bind_all!(sqlx::query(sql), args).fetch_optional(&mut **tx).await? {
+                Some(row) => Some(decode_row!(row, types, sql)),
+                None => None,
+            },
+            Tx::Postgres(tx) => match bind_all!(sqlx::query(sql), args).fetch_optional(&mut **tx).await? {
+                Some(row) => Some(decode_row!(row, types, sql)),
+                None => None,
+            },
+        })
+    }
+
+    pub async fn commit(self) -> Result<(), DbError> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await?,
+            Tx::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> Result<(), DbError> {
+        match self {
+            Tx::Sqlite(tx) => tx.rollback().await?,
+            Tx::Postgres(tx) => tx.rollback().await?,
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,146 @@
+//! Prometheus metrics, one registry per hub instance (several hubs can run in one test
+//! process without mixing their counts). Served as text at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::Mutex;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabels {
+    /// `up/events`, `up/hello`, ... or `other`.
+    pub topic: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `applied`, `duplicate`, `gap`.
+    pub result: &'static str,
+}
+
+/// All metrics of one hub.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    pub mqtt_connected: Gauge,
+    pub messages: Family<TopicLabels, Counter>,
+    pub rejected: Family<ReasonLabels, Counter>,
+    pub batches: Family<ResultLabels, Counter>,
+    pub events_applied: Counter,
+    pub events_raw: Counter,
+    pub acks_sent: Counter,
+    pub outbox_regressions: Counter,
+    pub batch_seconds: Histogram,
+    pub broker_refused: Family<ReasonLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sitepilot_hub");
+        let mqtt_connected = Gauge::default();
+        registry.register(
+            "mqtt_connected",
+            "1 while the hub's MQTT client is connected and subscribed",
+            mqtt_connected.clone(),
+        );
+        let messages = Family::<TopicLabels, Counter>::default();
+        registry.register("mqtt_messages", "MQTT messages received, by topic", messages.clone());
+        let rejected = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "messages_rejected",
+            "Messages dropped without applying anything, by reason (bad_topic, bad_json, bad_version, \
+             site_mismatch, bad_batch, unknown_site, db_error)",
+            rejected.clone(),
+        );
+        let batches = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "event_batches",
+            "Event batches by result: applied (something new), duplicate (all seen before), gap \
+             (starts beyond applied_through + 1, not applied)",
+            batches.clone(),
+        );
+        let events_applied = Counter::default();
+        registry.register("events_applied", "Events applied (stored with their effects)", events_applied.clone());
+        let events_raw = Counter::default();
+        registry.register(
+            "events_stored_raw",
+            "Events of a kind or shape this hub does not know, stored as they came and acked",
+            events_raw.clone(),
+        );
+        let acks_sent = Counter::default();
+        registry.register("acks_sent", "Acks published to sites", acks_sent.clone());
+        let outbox_regressions = Counter::default();
+        registry.register(
+            "outbox_regressions",
+            "Hellos whose newest seq is below what the hub applied (the site's outbox was reset?)",
+            outbox_regressions.clone(),
+        );
+        let batch_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "batch_apply_seconds",
+            "Time to apply one event batch (one database transaction)",
+            batch_seconds.clone(),
+        );
+        let broker_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "broker_refused",
+            "Embedded broker: connections refused or dropped, by reason (auth, publish_acl, \
+             subscribe_acl, will_acl)",
+            broker_refused.clone(),
+        );
+        Metrics {
+            registry: Mutex::new(registry),
+            mqtt_connected,
+            messages,
+            rejected,
+            batches,
+            events_applied,
+            events_raw,
+            acks_sent,
+            outbox_regressions,
+            batch_seconds,
+            broker_refused,
+        }
+    }
+
+    /// Counts a dropped message.
+    pub fn reject(&self, reason: &'static str) {
+        self.rejected.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// The current value of `messages_rejected{reason}` (for tests and checks).
+    pub fn rejected_count(&self, reason: &'static str) -> u64 {
+        self.rejected.get_or_create(&ReasonLabels { reason }).get()
+    }
+
+    /// The current value of `broker_refused{reason}`.
+    pub fn broker_refused_count(&self, reason: &'static str) -> u64 {
+        self.broker_refused.get_or_create(&ReasonLabels { reason }).get()
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let registry = match self.registry.lock() {
+            Ok(r) => r,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,346 @@
+//! The hub's side of the sync protocol over MQTT: one rumqttc client subscribed to every
+//! site's `up/events`, `up/hello` and `up/status`, and workers that apply what arrives
+//! (see [`crate::ingest`]) and answer with acks.
+//!
+//! - One site always goes to the same worker, so a site's batches are applied in the
+//!   order they arrived; different sites are applied in parallel.
+//! - Messages are acknowledged to the broker (PUBACK) only after they were handled, so
+//!   the broker's in-flight window bounds what waits in the workers' queues.
+//! - With an external broker the subscriptions are shared (`$share/{group}/...`): every
+//!   message goes to one of the hub replicas. Correctness does not depend on which one
+//!   (the site's row is locked while a batch is applied).
+//! - The session is clean: what was published while the hub was away is not kept for
+//!   it. The edge resends whatever no ack covers (go-back-N), so nothing is lost.
+
+use chrono::Utc;
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS, SubscribeFilter, SubscribeReasonCode};
+use shared_model::sync::Topic;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::db::Store;
+use crate::ingest::{self, Reject};
+use crate::metrics::{Metrics, ResultLabels, TopicLabels};
+
+/// The hub's MQTT client settings.
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub keep_alive: Duration,
+    pub max_payload_bytes: usize,
+    /// `Some(group)`: shared subscriptions `$share/{group}/...` (several replicas).
+    pub share_group: Option<String>,
+    pub workers: usize,
+}
+
+impl SyncSettings {
+    /// The subscription filters: `up/events`, `up/hello` and `up/status` of every site.
+    pub fn filters(&self) -> Vec<String> {
+        [Topic::Events, Topic::Hello, Topic::Status]
+            .into_iter()
+            .map(|t| match &self.share_group {
+                Some(group) => format!("$share/{group}/{}", t.all_sites()),
+                None => t.all_sites(),
+            })
+            .collect()
+    }
+}
+
+/// The running client and workers.
+pub struct SyncHandle {
+    ready: watch::Receiver<bool>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+struct Ctx {
+    store: Store,
+    metrics: Arc<Metrics>,
+    client: AsyncClient,
+}
+
+/// Starts the client (it connects, and reconnects, in the background) and the workers.
+pub fn start(settings: &SyncSettings, store: Store, metrics: Arc<Metrics>) -> SyncHandle {
+    let mut options = MqttOptions::new(settings.client_id.clone(), settings.host.clone(), settings.port);
+    options.set_keep_alive(settings.keep_alive);
+    options.set_clean_session(true);
+    options.set_manual_acks(true);
+    options.set_max_packet_size(settings.max_payload_bytes + 1024, settings.max_payload_bytes + 1024);
+    if let Some(user) = &settings.username {
+        options.set_credentials(user.clone(), settings.password.clone().unwrap_or_default());
+    }
+    let (client, eventloop) = AsyncClient::new(options, 1024);
+    let (ready_tx, ready) = watch::channel(false);
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let ctx = Arc::new(Ctx { store, metrics: metrics.clone(), client: client.clone() });
+    let mut tasks = Vec::new();
+    let mut queues = Vec::new();
+    for _ in 0..settings.workers.max(1) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        queues.push(tx);
+        tasks.push(tokio::spawn(worker(ctx.clone(), rx)));
+    }
+    tasks.push(tokio::spawn(drive(
+        eventloop,
+        client.clone(),
+        settings.filters(),
+        queues,
+        ready_tx,
+        shutdown_rx,
+        metrics,
+    )));
+    SyncHandle { ready, shutdown, tasks }
+}
+
+impl SyncHandle {
+    /// Waits until the client is connected and subscribed; false on timeout.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let mut ready = self.ready.clone();
+        tokio::time::timeout(timeout, ready.wait_for(|r| *r)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// Whether the client is connected and subscribed now.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Follows [`SyncHandle::is_ready`].
+    pub fn ready_watch(&self) -> watch::Receiver<bool> {
+        self.ready.clone()
+    }
+
+    /// Closes the connection, lets the workers finish what they hold, and waits for them.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+fn shard(topic: &str, workers: usize) -> usize {
+    let site = Topic::parse(topic).map(|(site, _)| site).unwrap_or("");
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    site.hash(&mut hasher);
+    (hasher.finish() % workers.max(1) as u64) as usize
+}
+
+/// Polls the connection: (re)subscribes after every CONNACK, hands messages to the
+/// workers, and reconnects after errors.
+async fn drive(
+    mut eventloop: rumqttc::EventLoop,
+    client: AsyncClient,
+    filters: Vec<String>,
+    queues: Vec<mpsc::UnboundedSender<rumqttc::Publish>>,
+    ready: watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+) {
+    let mut failing = false;
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => break,
+            event = eventloop.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                failing = false;
+                tracing::info!(filters = ?filters, "MQTT connected; subscribing");
+                let subscribe = filters.iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                if let Err(e) = client.try_subscribe_many(subscribe) {
+                    tracing::error!(error = %e, "cannot queue the subscription");
+                }
+            }
+            Ok(Event::Incoming(Incoming::SubAck(ack))) => {
+                if ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) {
+                    tracing::error!(codes = ?ack.return_codes, "the broker refused a subscription: no batches will arrive");
+                } else {
+                    metrics.mqtt_connected.set(1);
+                    let _ = ready.send(true);
+                }
+            }
+            Ok(Event::Incoming(Incoming::Publish(publish))) => {
+                let i = shard(&publish.topic, queues.len());
+                if let Some(queue) = queues.get(i)
+                    && queue.send(publish).is_err()
+                {
+                    tracing::error!("ingest worker {i} is gone");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                metrics.mqtt_connected.set(0);
+                let _ = ready.send(false);
+                if !failing {
+                    tracing::warn!(error = %e, "MQTT connection lost; retrying every second");
+                    failing = true;
+                } else {
+                    tracing::debug!(error = %e, "MQTT reconnect failed");
+                }
+                tokio::select! {
+                    _ = shutdown.wait_for(|s| *s) => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+    metrics.mqtt_connected.set(0);
+    let _ = ready.send(false);
+}
+
+async fn worker(ctx: Arc<Ctx>, mut queue: mpsc::UnboundedReceiver<rumqttc::Publish>) {
+    while let Some(publish) = queue.recv().await {
+        handle(&ctx, &publish.topic, &publish.payload).await;
+        if let Err(e) = ctx.client.ack(&publish).await {
+            tracing::debug!(error = %e, "cannot acknowledge a message to the broker");
+        }
+    }
+}
+
+/// Handles one message; every failure is logged with its reason and counted.
+async fn handle(ctx: &Ctx, topic: &str, payload: &[u8]) {
+    let Some((site, kind)) = Topic::parse(topic) else {
+        ctx.metrics.messages.get_or_create(&TopicLabels { topic: "other" }).inc();
+        report(ctx, topic, Reject::BadTopic(topic.to_owned()));
+        return;
+    };
+    ctx.metrics.messages.get_or_create(&TopicLabels { topic: kind.suffix() }).inc();
+    let result = match kind {
+        Topic::Events => on_batch(ctx, site, payload).await,
+        Topic::Hello => on_hello(ctx, site, payload).await,
+        Topic::Status => on_status(ctx, site, payload).await,
+        // Command results are stored by the commands issue; down topics are ours.
+        Topic::Results | Topic::Acks | Topic::Commands => Ok(()),
+    };
+    if let Err(reject) = result {
+        report(ctx, topic, reject);
+    }
+}
+
+fn report(ctx: &Ctx, topic: &str, reject: Reject) {
+    ctx.metrics.reject(reject.label());
+    match &reject {
+        Reject::Db(e) => {
+            tracing::error!(topic, error = %e, "message not applied (database error); the site will resend")
+        }
+        _ => tracing::warn!(topic, reason = reject.label(), error = %reject, "message dropped"),
+    }
+}
+
+async fn on_batch(ctx: &Ctx, site: &str, payload: &[u8]) -> Result<(), Reject> {
+    let batch = ingest::parse_batch(site, payload)?;
+    let started = std::time::Instant::now();
+    let applied = ingest::apply_batch(&ctx.store, &batch, Utc::now()).await?;
+    ctx.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+    ctx.metrics.batches.get_or_create(&ResultLabels { result: applied.outcome.label() }).inc();
+    if let ingest::Outcome::Applied { first, last } = applied.outcome {
+        ctx.metrics.events_applied.inc_by(last - first + 1);
+    }
+    ctx.metrics.events_raw.inc_by(applied.raw);
+    let (from, to) = batch.range().unwrap_or((0, 0));
+    match applied.outcome {
+        ingest::Outcome::Applied { .. } => {
+            tracing::debug!(site, from, to, applied_through = applied.applied_through, "batch applied")
+        }
+        ingest::Outcome::Duplicate => {
+            tracing::debug!(site, from, to, applied_through = applied.applied_through, "batch seen before")
+        }
+        ingest::Outcome::Gap { .. } => tracing::info!(
+            site,
+            from,
+            to,
+            applied_through = applied.applied_through,
+            "batch does not continue where the site stands: not applied"
+        ),
+    }
+    publish_ack(ctx, site, applied.applied_through).await;
+    Ok(())
+}
+
+async fn on_hello(ctx: &Ctx, site: &str, payload: &[u8]) -> Result<(), Reject> {
+    let hello = ingest::parse_hello(site, payload)?;
+    let Some(applied_through) = ingest::record_hello(&ctx.store, &hello, Utc::now()).await? else {
+        return Err(Reject::UnknownSite(site.to_owned()));
+    };
+    if hello.newest.is_some_and(|newest| newest < applied_through) {
+        ctx.metrics.outbox_regressions.inc();
+        tracing::warn!(
+            site,
+            newest = hello.newest,
+            applied_through,
+            "the site's newest seq is below what the hub applied: was its outbox reset? Its new events with \
+             seqs up to {applied_through} will be taken for duplicates"
+        );
+    }
+    tracing::info!(site, agent = hello.agent_version, applied_through, "hello");
+    publish_ack(ctx, site, applied_through).await;
+    Ok(())
+}
+
+async fn on_status(ctx: &Ctx, site: &str, payload: &[u8]) -> Result<(), Reject> {
+    if payload.is_empty() {
+        // A retained status being cleared.
+        return Ok(());
+    }
+    let status = ingest::parse_status(site, payload)?;
+    if !ingest::record_status(&ctx.store, &status).await? {
+        return Err(Reject::UnknownSite(site.to_owned()));
+    }
+    tracing::info!(site, online = status.online, "site status");
+    Ok(())
+}
+
+async fn publish_ack(ctx: &Ctx, site: &str, applied_through: u64) {
+    let ack = ingest::ack(site, applied_through);
+    let payload = match serde_json::to_vec(&ack) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialise an ack");
+            return;
+        }
+    };
+    match ctx.client.publish(Topic::Acks.of(site), QoS::AtLeastOnce, false, payload).await {
+        Ok(()) => {
+            ctx.metrics.acks_sent.inc();
+        }
+        Err(e) => tracing::warn!(site, error = %e, "cannot publish the ack; the site will ask again"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_subscriptions_only_with_a_group() {
+        let mut s = SyncSettings {
+            host: "h".into(),
+            port: 1,
+            client_id: "c".into(),
+            username: None,
+            password: None,
+            keep_alive: Duration::from_secs(30),
+            max_payload_bytes: 1024,
+            share_group: None,
+            workers: 2,
+        };
+        assert_eq!(s.filters(), ["sitepilot/v1/+/up/events", "sitepilot/v1/+/up/hello", "sitepilot/v1/+/up/status"]);
+        s.share_group = Some("hub".into());
+        assert_eq!(s.filters()[0], "$share/hub/sitepilot/v1/+/up/events");
+    }
+
+    #[test]
+    fn a_site_always_goes_to_the_same_worker() {
+        let a = shard("sitepilot/v1/site-a/up/events", 4);
+        assert_eq!(a, shard("sitepilot/v1/site-a/up/hello", 4));
+        assert!(a < 4);
+        assert_eq!(shard("garbage", 1), 0);
+    }
+}

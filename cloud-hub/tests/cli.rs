@@ -1,0 +1,152 @@
+//! The `cloud-hub` binary: `check-config` errors name file, line, key and reason;
+//! `site add` provisions a site in a real database and prints what the edge needs;
+//! `--help` everywhere; `run` starts and says where it listens.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn hub() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cloud-hub"))
+}
+
+fn run(args: &[&str]) -> Output {
+    hub().args(args).output().expect("run cloud-hub")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn write(dir: &Path, name: &str, body: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, body).expect("write");
+    path.display().to_string()
+}
+
+#[test]
+fn check_config_accepts_the_example() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/cloud-hub.example.toml");
+    let out = run(&["check-config", "--config", example]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains(": ok (HTTP on 0.0.0.0:8080, embedded MQTT broker on 0.0.0.0:1883"), "{stdout}");
+}
+
+#[test]
+fn check_config_names_file_line_key_and_reason() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = write(
+        dir.path(),
+        "hub.toml",
+        "[http]\nlisten = \"0.0.0.0:8080\"\n\n[mqtt]\nurl = \"mqtts://broker:8883\"\nkeep_alive_s = 2\n\
+         [database]\nurl = \"mysql://db/hub\"\n",
+    );
+    let out = run(&["check-config", "--config", &path]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{path}:5: key `mqtt.url`: mqtts:// (MQTT over TLS) is not supported yet")),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&format!("{path}:6: key `mqtt.keep_alive_s`: 2 s: use 5 to 3600")), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{path}:8: key `database.url`: unknown database scheme \"mysql\": use \"sqlite://PATH\""
+        )),
+        "{stderr}"
+    );
+
+    let path = write(dir.path(), "typo.toml", "[mqtt]\nembedded = true\nlisten = 1883\n");
+    let out = run(&["check-config", "--config", &path]);
+    let stderr = text(&out.stderr);
+    assert!(stderr.starts_with(&format!("{path}:3: key `mqtt.listen`: ")), "{stderr}");
+
+    let path = write(dir.path(), "unknown.toml", "[database]\nurl = \"sqlite://x.db\"\npool = 3\n");
+    let stderr = text(&run(&["check-config", "--config", &path]).stderr);
+    assert!(stderr.starts_with(&format!("{path}:3: key `database.pool`: unknown field `pool`")), "{stderr}");
+
+    let out = run(&["check-config", "--config", "/nonexistent/hub.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).starts_with("/nonexistent/hub.toml: cannot read file"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn help_on_every_command() {
+    for args in [
+        vec!["--help"],
+        vec!["run", "--help"],
+        vec!["check-config", "--help"],
+        vec!["site", "--help"],
+        vec!["site", "add", "--help"],
+        vec!["site", "list", "--help"],
+    ] {
+        let out = run(&args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("Usage: cloud-hub"), "{args:?}");
+    }
+}
+
+#[test]
+fn site_add_creates_the_site_and_prints_the_edge_config() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = write(
+        dir.path(),
+        "hub.toml",
+        "[mqtt]\npublic_url = \"mqtt://hub.example.com:1883\"\n[database]\nurl = \"sqlite://data/hub.db\"\n",
+    );
+    let out = run(&["site", "add", "Depot North", "--config", &config]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let field = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_owned()))
+            .unwrap_or_else(|| panic!("{name} in {stdout}"))
+    };
+    let id = field("id:");
+    assert!(id.starts_with("depot-north-"), "{stdout}");
+    assert_eq!(field("MQTT username:"), id);
+    let password = field("MQTT password:");
+    assert_eq!(password.len(), 32);
+    // The pasted lines are TOML an edge config takes.
+    let snippet = &stdout[stdout.find("[site]").expect("snippet")..];
+    let table: toml::Table = toml::from_str(snippet).expect("valid TOML");
+    assert_eq!(table["site"]["id"].as_str(), Some(id.as_str()));
+    assert_eq!(table["sync"]["broker"].as_str(), Some("mqtt://hub.example.com:1883"));
+    assert_eq!(table["sync"]["password"].as_str(), Some(password.as_str()));
+    assert!(dir.path().join("data/hub.db").exists(), "the database is created next to the config");
+
+    // The same id again is refused; a chosen id works; list shows both.
+    let out = run(&["site", "add", "Again", "--config", &config, "--id", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains(&format!("a site with id \"{id}\" already exists")), "{}", text(&out.stderr));
+    let out = run(&["site", "add", "Chosen", "--config", &config, "--id", "bad id"]);
+    assert!(text(&out.stderr).contains("\"bad id\" is not a valid site id"), "{}", text(&out.stderr));
+    assert!(run(&["site", "add", "Chosen", "--config", &config, "--id", "chosen-1"]).status.success());
+    let list = text(&run(&["site", "list", "--config", &config]).stdout);
+    assert!(list.contains(&id) && list.contains("chosen-1"), "{list}");
+    assert!(!list.contains(&password), "the password is not stored");
+}
+
+#[test]
+fn run_starts_and_reports_its_addresses() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = write(
+        dir.path(),
+        "hub.toml",
+        "[http]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nlisten = \"127.0.0.1:0\"\n[database]\nurl = \"sqlite://hub.db\"\n",
+    );
+    let mut child =
+        hub().args(["run", "--config", &config]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    let read = BufReader::new(stdout).read_line(&mut line);
+    let _ = child.kill();
+    let _ = child.wait();
+    read.expect("read the ready line");
+    let json: serde_json::Value =
+        serde_json::from_str(line.strip_prefix("SITEPILOT_READY ").expect("ready line")).expect("json");
+    assert!(json["http"].as_str().is_some_and(|a| a.starts_with("127.0.0.1:")), "{line}");
+    assert!(json["mqtt"].as_str().is_some_and(|a| a.starts_with("mqtt://127.0.0.1:")), "{line}");
+}
