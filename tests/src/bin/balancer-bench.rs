@@ -21,7 +21,7 @@
 //!
 //! ```text
 //! cargo build --release -p edge-agent -p tests --bin balancer-bench
-//! target/release/balancer-bench --steps 20 --counts 10,100          # about a minute
+//! target/release/balancer-bench --steps 20 --counts 10,100          # under two minutes
 //! target/release/balancer-bench                                      # 1 000 steps at 10, 100, 500
 //! ```
 //!
@@ -37,6 +37,13 @@ use balancer_bench::steps::{self, LoopResult};
 use clap::Parser;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// The bench's `[balancer] change_threshold_a` unless given: any change of one resolution
+/// step (0.1 A) goes out.
+const DEFAULT_CHANGE_THRESHOLD_A: f64 = 0.05;
+
+/// The agent's default `[balancer] settle_ms`.
+const DEFAULT_SETTLE_MS: u64 = 4000;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -107,7 +114,11 @@ struct Args {
     #[arg(long, default_value_t = 20)]
     fanout_runs: usize,
     /// Extra `key=value` line for the agent's `[balancer]` table (repeatable), e.g.
-    /// `--balancer-set change_threshold_a=0.1`. TOML values: strings need quotes.
+    /// `--balancer-set settle_ms=4000`. TOML values: strings need quotes. Unless given here
+    /// the bench sets `change_threshold_a = 0.05` (the agent's default 0.5 A is more than
+    /// the per-car share of the step at 500 chargers: limits would never come back up) and
+    /// `settle_ms` = 2 x (EV delay + ramp), at least 1000 (the agent's default 4000 suits
+    /// slower cars and makes every step down last that long).
     #[arg(long = "balancer-set", value_name = "KEY=VALUE")]
     balancer_set: Vec<String>,
     /// Chargers connected (and transactions started) concurrently.
@@ -117,7 +128,7 @@ struct Args {
     #[arg(long, default_value_t = 10_000)]
     compute_chargers: usize,
     /// Runs of the compute measurement.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 1000)]
     compute_runs: usize,
     /// The small site of the compute baseline.
     #[arg(long, default_value_t = 100)]
@@ -131,6 +142,15 @@ struct Args {
     /// Keep the agent's directory (config, database) of each size.
     #[arg(long)]
     keep_dir: bool,
+    /// Print every profile received and every crossing of the limit to stderr.
+    #[arg(long)]
+    trace: bool,
+}
+
+/// The bench's `settle_ms` unless given: twice the time the cars need to follow a full
+/// ramp, at least 1 s.
+fn bench_settle_ms(args: &Args) -> u64 {
+    (2 * (args.ev_delay_ms + args.ev_ramp_ms)).max(1000)
 }
 
 fn options(args: &Args) -> Result<Options> {
@@ -153,6 +173,22 @@ fn options(args: &Args) -> Result<Options> {
         let Some((k, v)) = kv.split_once('=') else { bail!("--balancer-set {kv:?}: expected KEY=VALUE") };
         balancer_set.push(format!("{} = {}", k.trim(), v.trim()));
     }
+    if !balancer_set.iter().any(|l| l.starts_with("change_threshold_a =")) {
+        // The per-car share of a +40 A step is 40 / cars on the phase: 0.09 A at 500
+        // chargers, under the default threshold (0.5 A) that raises need. With it the limits
+        // would never come back after the first step down and later steps would test nothing.
+        balancer_set.push(format!("change_threshold_a = {DEFAULT_CHANGE_THRESHOLD_A}"));
+    }
+    if !balancer_set.iter().any(|l| l.starts_with("settle_ms =")) {
+        // The loop distrusts a charger's measured draw for settle_ms after a new limit and
+        // sees load go away only after it; its default (4 s) suits cars that follow in
+        // 1.5 s + 2 s. The bench's cars follow in `--ev-delay-ms` + `--ev-ramp-ms`.
+        balancer_set.push(format!("settle_ms = {}", bench_settle_ms(args)));
+    }
+    let agent_settle_ms = balancer_set
+        .iter()
+        .find_map(|l| l.strip_prefix("settle_ms = ").and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(DEFAULT_SETTLE_MS);
     Ok(Options {
         agent_bin,
         steps: args.steps,
@@ -176,6 +212,8 @@ fn options(args: &Args) -> Result<Options> {
         balancer_set,
         connect_concurrency: args.connect_concurrency.max(1),
         keep_dir: args.keep_dir,
+        agent_settle_ms,
+        trace: args.trace,
     })
 }
 
@@ -293,7 +331,7 @@ fn print_loop(opts: &Options, loops: &[LoopResult]) {
     }
     println!("\nbaselines (same run) and floors built from them, ms:");
     println!(
-        "{:>5} {:>10} {:>10} {:>10} {:>10} {:>11} {:>11} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9}",
+        "{:>5} {:>10} {:>10} {:>10} {:>10} {:>11} {:>11} {:>10} {:>10} {:>9} {:>9} {:>9}",
         "N",
         "fanout p50",
         "fanout p99",
@@ -305,8 +343,7 @@ fn print_loop(opts: &Options, loops: &[LoopResult]) {
         "floor(b)99",
         "(b)99/fl",
         "down p50",
-        "down p99",
-        "repeats"
+        "down p99"
     );
     for r in loops {
         // (a): the step waits for the next poll (uniform in one period) plus the fan-out.
@@ -321,7 +358,7 @@ fn print_loop(opts: &Options, loops: &[LoopResult]) {
         let fb50 = fa50.map(|f| f + delay + ramp + tick / 2.0);
         let fb99 = fa99.map(|f| f + delay + ramp + tick);
         println!(
-            "{:>5} {:>10} {:>10} {:>10} {:>10} {:>11} {:>11} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9}",
+            "{:>5} {:>10} {:>10} {:>10} {:>10} {:>11} {:>11} {:>10} {:>10} {:>9} {:>9} {:>9}",
             r.chargers,
             ms(r.fanout_receipt.p50()),
             ms(r.fanout_receipt.p99()),
@@ -333,8 +370,7 @@ fn print_loop(opts: &Options, loops: &[LoopResult]) {
             ms(fb99),
             ratio(r.up_under.p99(), fb99),
             ms(r.down_last.p50()),
-            ms(r.down_last.p99()),
-            format!("{}/{}", r.up_repeat_steps, r.steps)
+            ms(r.down_last.p99())
         );
     }
     println!(
@@ -342,7 +378,8 @@ fn print_loop(opts: &Options, loops: &[LoopResult]) {
          the last simulator received it; http = until all N HTTP answers.\n\
          floor(a) = poll wait (p50: period/2, p99: period) + fanout; floor(b) = floor(a) + EV delay + ramp of \
          the per-car share of the step + simulator tick.\n\
-         repeats = steps up in which some charger got more than one profile; down = step down (load removed), (a).\n\
+         down = step down (load removed): to the last profile that changed a limit (the loop sees the load go \
+         only after its settle_ms).\n\
          over = steps up that went over the limit; peak +A = largest excess seen; over % = time over the limit / \
          time measured (up and down); no-chg = steps up with no limit change."
     );
@@ -359,13 +396,22 @@ fn print_loop(opts: &Options, loops: &[LoopResult]) {
             }
         );
     }
-    if loops.iter().any(|r| r.up_reover_steps > 0 || r.down_over_steps > 0) {
-        for r in loops {
-            println!(
-                "N={}: steps up that went back over the limit after being under: {}; steps down that went over: {}",
-                r.chargers, r.up_reover_steps, r.down_over_steps
-            );
-        }
+    println!("\nloop behaviour (steps with ...):");
+    for r in loops {
+        println!(
+            "N={}: a charger getting >1 profile in a step up: {}; a raise in a step up: {}; the grid back over the \
+             limit after being under in a step up: {}; a lowered limit in a step down (late or corrective): {}; \
+             the grid over the limit in a step down: {}; limits not restored after a step down: {}; steps down \
+             unsettled: {}",
+            r.chargers,
+            r.up_repeat_steps,
+            r.up_raise_steps,
+            r.up_reover_steps,
+            r.down_lower_steps,
+            r.down_over_steps,
+            r.down_not_restored,
+            r.down_unsettled
+        );
     }
     println!();
 }

@@ -89,7 +89,9 @@ pub fn build(chargers: usize) -> Result<Bench> {
     let mut measurements = Measurements::default();
     for n in site.tree().nodes().iter().filter(|n| n.metered) {
         let load = rng.float(0.0, 30.0);
-        measurements.meters.insert(n.id.clone(), MeterReading { current_a: [load; 3], at_ms: NOW_MS - 500 });
+        measurements
+            .meters
+            .insert(n.id.clone(), MeterReading { current_a: [load; 3], at_ms: NOW_MS - 500, stale: false });
     }
     let external = ExternalLimits { import_limit_w: Some(grid_a * 3.0 * 230.0 * 0.9), ..Default::default() };
     Ok(Bench { site, states, measurements, external, config: BalancerConfig::default() })

@@ -148,6 +148,10 @@ pub struct ProfileEvent {
     /// The limit differs from the last one this charger got for this connector and
     /// purpose (otherwise it is a renewal or a no-op).
     pub changed: bool,
+    /// The limit went down (up) from the last one this charger got for this connector and
+    /// purpose.
+    pub lowered: bool,
+    pub raised: bool,
 }
 
 fn profile_event(charger: usize, call: &ReceivedCall) -> ProfileEvent {
@@ -160,6 +164,8 @@ fn profile_event(charger: usize, call: &ReceivedCall) -> ProfileEvent {
         purpose: profile["chargingProfilePurpose"].as_str().unwrap_or("?").to_string(),
         limit: profile["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"].as_f64(),
         changed: true,
+        lowered: false,
+        raised: false,
     }
 }
 
@@ -341,6 +347,10 @@ impl Fleet {
                 (Some(a), Some(b)) => (a - b).abs() > 1e-9,
                 _ => true,
             };
+            if let (Some(a), Some(b)) = (before.flatten(), e.limit) {
+                e.lowered = b < a - 1e-9;
+                e.raised = b > a + 1e-9;
+            }
             out.push(e);
         }
         out

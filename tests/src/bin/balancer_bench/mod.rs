@@ -34,4 +34,8 @@ pub struct Options {
     pub balancer_set: Vec<String>,
     pub connect_concurrency: usize,
     pub keep_dir: bool,
+    /// The agent's `[balancer] settle_ms` (its default unless set with `--balancer-set`).
+    pub agent_settle_ms: u64,
+    /// Print every profile and every crossing of the limit to stderr.
+    pub trace: bool,
 }

@@ -12,9 +12,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::time::MissedTickBehavior;
 
-/// How far below its limit before the steps a charger may stay after a step down (A): the
-/// loop raises a limit only by at least `change_threshold_a` (default 0.5).
-const RESTORE_TOLERANCE_A: f64 = 0.6;
+/// How far below their limits before the steps the chargers may stay on average after a
+/// step down (A) and still count as restored: half the loop's default resolution.
+const RESTORE_TOLERANCE_A: f64 = 0.05;
 
 /// What one phase (a step up, a step down, or waiting to settle) saw, times in ms from
 /// the load change.
@@ -28,6 +28,9 @@ pub struct PhaseResult {
     /// SetChargingProfile calls received (all, and those that changed a limit).
     pub profiles: usize,
     pub changed: usize,
+    /// Profiles that lowered (raised) a limit.
+    pub lowered: usize,
+    pub raised: usize,
     /// Most profiles one charger got in this phase.
     pub max_per_charger: usize,
     /// Separate stretches over the limit (more than one: it went back over).
@@ -45,12 +48,10 @@ pub struct PhaseResult {
 pub enum Until {
     /// Nothing more (waiting for the site to settle).
     Quiet,
-    /// A limit changed (or `no_reaction` passed without one): a step up.
-    Reaction,
-    /// The chargers' limits are back where they were before the steps (their sum at least
-    /// this): a step down. The loop holds the building load it saw while an EV follows a
-    /// new limit (`settle_ms`), so this can take that long.
-    Restored(f64),
+    /// A limit changed, or this long passed without one. A step down waits longer than a
+    /// step up: the loop holds the building load it saw while an EV follows a new limit
+    /// (`settle_ms`), so it sees the load go away only after that.
+    Reaction(Duration),
 }
 
 /// Changes the extra load (if `extra` is given) and watches until the site settles.
@@ -70,9 +71,10 @@ pub async fn watch(
         fleet.site.set_extra_load(extra);
     }
     let quiet = opts.quiet.as_secs_f64() * 1e3;
-    let no_reaction = opts.no_reaction.as_secs_f64() * 1e3;
     let timeout = timeout.as_secs_f64() * 1e3;
     let mut r = PhaseResult::default();
+    let trace = opts.trace;
+    let mut last_trace = 0.0;
     let mut per_charger: HashMap<usize, usize> = HashMap::new();
     let mut last_any: Option<f64> = None;
     let mut over_now = false;
@@ -85,15 +87,42 @@ pub async fn watch(
             if at < 0.0 {
                 continue;
             }
+            if trace {
+                eprintln!(
+                    "    {at:8.1} ms  {:<11} c{} {:<22} {:>6} A{}",
+                    fleet.specs[e.charger].id,
+                    e.connector,
+                    e.purpose,
+                    e.limit.map_or("-".to_string(), |l| format!("{l:.1}")),
+                    if e.changed { "" } else { " (same)" }
+                );
+            }
             r.profiles += 1;
             *per_charger.entry(e.charger).or_default() += 1;
             last_any = Some(last_any.map_or(at, |l: f64| l.max(at)));
+            r.lowered += usize::from(e.lowered);
+            r.raised += usize::from(e.raised);
             if e.changed {
                 r.changed += 1;
                 r.last_change_ms = Some(r.last_change_ms.map_or(at, |l: f64| l.max(at)));
             }
         }
         let (total, over) = fleet.grid();
+        if trace && over != over_now {
+            eprintln!(
+                "    {el:8.1} ms  grid {total:.1?} A: {}",
+                if over { "OVER the limit" } else { "under the limit" }
+            );
+        }
+        if trace && over && (el - last_trace) >= 250.0 {
+            last_trace = el;
+            if let Some(c) = fleet.cps.first().map(|cp| cp.snapshot()).and_then(|s| s.connectors.first().cloned()) {
+                eprintln!(
+                    "    {el:8.1} ms  grid {total:.1?} A; {}: profile limit {:?} A, offered {:.1} A, EV {:.1} A",
+                    fleet.specs[0].id, c.profile_limit_a, c.offered_a, c.current_a
+                );
+            }
+        }
         if over {
             let excess = total.iter().copied().fold(f64::MIN, f64::max) - fleet.limit_a;
             r.peak_excess_a = r.peak_excess_a.max(excess);
@@ -109,8 +138,7 @@ pub async fn watch(
         prev = el;
         let reacted = match until {
             Until::Quiet => true,
-            Until::Reaction => r.last_change_ms.is_some() || el >= no_reaction,
-            Until::Restored(sum) => fleet.tx_limit_sum() >= sum,
+            Until::Reaction(wait) => r.last_change_ms.is_some() || el >= wait.as_secs_f64() * 1e3,
         };
         let quiet_for = el - last_any.unwrap_or(0.0);
         if !over && reacted && quiet_for >= quiet {
@@ -144,12 +172,19 @@ pub struct LoopResult {
     pub up_changed: Samples,
     /// Steps up in which some charger got more than one profile.
     pub up_repeat_steps: usize,
+    /// Steps up with a profile that raised a limit (the loop went back on its reaction).
+    pub up_raise_steps: usize,
+    /// Steps down with a profile that lowered a limit (a late reaction to the step up, or a
+    /// correction of an overshoot).
+    pub down_lower_steps: usize,
     /// Steps up that went over the limit more than once.
     pub up_reover_steps: usize,
     pub down_last: Samples,
     pub down_changed: Samples,
     pub down_over_steps: usize,
     pub down_unsettled: usize,
+    /// Steps down after which the limits were not back where they were before the steps.
+    pub down_not_restored: usize,
     pub over_ms: f64,
     pub measured_ms: f64,
     pub peak_excess_a: f64,
@@ -194,7 +229,29 @@ pub async fn run(n: usize, opts: &Options) -> Result<LoopResult> {
 
 async fn measure(fleet: &mut Fleet, res: &mut LoopResult, opts: &Options) -> Result<()> {
     let n = res.chargers;
-    let settle = watch(fleet, None, Until::Quiet, opts.settle_timeout, opts).await;
+    if opts.trace {
+        for (i, cp) in fleet.cps.iter().enumerate().take(2) {
+            for c in cp.received_calls().iter().filter(|c| c.action == "SetChargingProfile") {
+                let p = &c.payload["csChargingProfiles"];
+                eprintln!(
+                    "    {} before the steps: {} {} {} A valid to {}",
+                    fleet.specs[i].id,
+                    c.at.format("%H:%M:%S%.3f"),
+                    p["chargingProfilePurpose"],
+                    p["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"],
+                    p["validTo"]
+                );
+            }
+        }
+    }
+    let mut settle = watch(fleet, None, Until::Quiet, opts.settle_timeout, opts).await;
+    if settle.settled {
+        // The loop distrusts measured draws for `settle_ms` after each limit change (the
+        // start-up cascade changed many): start the steps on a site at rest.
+        eprintln!("[{n}] quiet; waiting {} ms more (the loop's settle_ms)", opts.agent_settle_ms);
+        tokio::time::sleep(Duration::from_millis(opts.agent_settle_ms)).await;
+        settle = watch(fleet, None, Until::Quiet, opts.settle_timeout, opts).await;
+    }
     if !settle.settled {
         let (grid, _) = fleet.grid();
         bail!(
@@ -207,9 +264,12 @@ async fn measure(fleet: &mut Fleet, res: &mut LoopResult, opts: &Options) -> Res
         );
     }
     res.before = fleet.allocation_summary().await;
-    // A step down is over when the limits are back within the increase threshold of these.
-    let restored = fleet.tx_limit_sum() - RESTORE_TOLERANCE_A * n as f64;
-    res.restored_sum_a = fleet.tx_limit_sum();
+    // After a step down the limits should be back where they were (within rounding).
+    let baseline_sum = fleet.tx_limit_sum();
+    #[allow(clippy::cast_precision_loss)]
+    let restored = baseline_sum - RESTORE_TOLERANCE_A * n as f64;
+    res.restored_sum_a = baseline_sum;
+    let down_wait = Duration::from_millis(opts.agent_settle_ms) + opts.no_reaction;
     res.ev_before = fleet.ev_range();
     let (grid, _) = fleet.grid();
     eprintln!(
@@ -229,7 +289,10 @@ async fn measure(fleet: &mut Fleet, res: &mut LoopResult, opts: &Options) -> Res
         let jitter = rng.float(0.0, opts.meter_period_ms as f64);
         tokio::time::sleep(Duration::from_secs_f64(jitter / 1e3)).await;
 
-        let up = watch(fleet, Some(step), Until::Reaction, opts.step_timeout, opts).await;
+        if opts.trace {
+            eprintln!("[{n}] step {} up", i + 1);
+        }
+        let up = watch(fleet, Some(step), Until::Reaction(opts.no_reaction), opts.step_timeout, opts).await;
         if i == 0 {
             res.ev_after = fleet.ev_range();
         }
@@ -255,11 +318,20 @@ async fn measure(fleet: &mut Fleet, res: &mut LoopResult, opts: &Options) -> Res
         if up.max_per_charger > 1 {
             res.up_repeat_steps += 1;
         }
+        if up.raised > 0 {
+            res.up_raise_steps += 1;
+        }
         if !up.settled {
             res.up_unsettled += 1;
         }
 
-        let down = watch(fleet, Some([0.0; 3]), Until::Restored(restored), opts.step_timeout, opts).await;
+        if opts.trace {
+            eprintln!("[{n}] step {} down", i + 1);
+        }
+        let down = watch(fleet, Some([0.0; 3]), Until::Reaction(down_wait), opts.step_timeout, opts).await;
+        if fleet.tx_limit_sum() < restored {
+            res.down_not_restored += 1;
+        }
         res.measured_ms += down.duration_ms;
         res.over_ms += down.over_ms;
         res.peak_excess_a = res.peak_excess_a.max(down.peak_excess_a);
@@ -270,6 +342,9 @@ async fn measure(fleet: &mut Fleet, res: &mut LoopResult, opts: &Options) -> Res
         }
         if down.over_episodes > 0 {
             res.down_over_steps += 1;
+        }
+        if down.lowered > 0 {
+            res.down_lower_steps += 1;
         }
         if !down.settled {
             res.down_unsettled += 1;
