@@ -314,3 +314,58 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A workspace binary next to the test executable's folder (`target/debug/NAME`), built by
+/// `cargo test --workspace`; `env` overrides the path.
+pub fn workspace_binary(name: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// A server process started as `BIN run --config FILE`, and the JSON of its
+/// `SITEPILOT_READY` line (its addresses).
+pub struct Spawned {
+    pub child: tokio::process::Child,
+    pub ready: Value,
+}
+
+impl Spawned {
+    /// Starts `bin run --config config` and waits (10 s at most) for its ready line.
+    pub async fn run(bin: &Path, config: &Path) -> Spawned {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        assert!(bin.exists(), "{} not built: run `cargo test --workspace`", bin.display());
+        let mut child = tokio::process::Command::new(bin)
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(json) = line.strip_prefix("SITEPILOT_READY ") {
+                    return serde_json::from_str::<Value>(json).unwrap();
+                }
+            }
+            panic!("{} exited before it was ready", bin.display());
+        })
+        .await
+        .expect("ready within 10 s");
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Spawned { child, ready }
+    }
+
+    /// SIGKILL, and waits for the process to be gone.
+    pub async fn kill(mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+}

@@ -7,11 +7,8 @@
 use serde_json::Value;
 use shared_model::ocpp::v16::{Reason, StopTransactionRequest};
 use simulators::chargepoint::{ChargePoint, ChargePointConfig};
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 use tests::{TAG_OK, TestAgent, assert_log_schema_valid, config_text, eventually, http_json, password};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -126,55 +123,18 @@ async fn retransmitted_start_transaction_gets_the_same_id() {
 }
 
 /// The agent binary, built by `cargo test --workspace` next to this test's binary.
-fn agent_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("SITEPILOT_EDGE_AGENT_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    dir.join(format!("edge-agent{}", std::env::consts::EXE_SUFFIX))
-}
-
 struct AgentProcess {
-    child: tokio::process::Child,
+    process: tests::Spawned,
     ocpp: String,
     api: String,
 }
 
 async fn spawn_agent(config: &std::path::Path) -> AgentProcess {
-    let bin = agent_binary();
-    assert!(
-        bin.exists(),
-        "{} not built: run `cargo test --workspace` (or set SITEPILOT_EDGE_AGENT_BIN)",
-        bin.display()
-    );
-    let mut child = tokio::process::Command::new(bin)
-        .args(["run", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let ready = tokio::time::timeout(WAIT, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(json) = line.strip_prefix("SITEPILOT_READY ") {
-                return serde_json::from_str::<Value>(json).unwrap();
-            }
-        }
-        panic!("agent exited before it was ready");
-    })
-    .await
-    .expect("agent ready within 10 s");
-    // Keep draining stdout so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    AgentProcess {
-        child,
-        ocpp: format!("ws://{}/ocpp", ready["ocpp"].as_str().unwrap()),
-        api: format!("http://{}", ready["api"].as_str().unwrap()),
-    }
+    let bin = tests::workspace_binary("edge-agent", "SITEPILOT_EDGE_AGENT_BIN");
+    let process = tests::Spawned::run(&bin, config).await;
+    let ocpp = format!("ws://{}/ocpp", process.ready["ocpp"].as_str().unwrap());
+    let api = format!("http://{}", process.ready["api"].as_str().unwrap());
+    AgentProcess { process, ocpp, api }
 }
 
 async fn api_get(api: &str, path: &str) -> Value {
@@ -191,7 +151,7 @@ async fn sigkill_mid_session_then_restart_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("edge.toml");
     std::fs::write(&config, config_text(dir.path(), "")).unwrap();
-    let mut agent = spawn_agent(&config).await;
+    let agent = spawn_agent(&config).await;
 
     let cp = ChargePoint::connect(sim_config(&agent.ocpp, "CP-1")).await.unwrap();
     cp.boot().await.unwrap();
@@ -204,11 +164,10 @@ async fn sigkill_mid_session_then_restart_loses_nothing() {
     let samples_before: Vec<Value> = before["meter_values"].as_array().unwrap().clone();
     assert!(!samples_before.is_empty());
 
-    agent.child.start_kill().unwrap(); // SIGKILL
-    agent.child.wait().await.unwrap();
+    let port = agent.ocpp.trim_start_matches("ws://").trim_end_matches("/ocpp").to_owned();
+    agent.process.kill().await; // SIGKILL
 
     // Restart on the same database and the same port.
-    let port = agent.ocpp.trim_start_matches("ws://").trim_end_matches("/ocpp").to_owned();
     let text = config_text(dir.path(), "").replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"{port}\""), 1);
     std::fs::write(&config, text).unwrap();
     let agent = spawn_agent(&config).await;
