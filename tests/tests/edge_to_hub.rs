@@ -354,3 +354,88 @@ async fn hub_sigkill_mid_drain_sqlite() {
 async fn hub_sigkill_mid_drain_postgres() {
     hub_sigkill_mid_drain(Backend::Postgres).await;
 }
+
+/// Whether the Mosquitto on this machine answers (`SITEPILOT_TEST_MQTT`, default
+/// 127.0.0.1:1883); its absence is a failure with `CI=true`.
+async fn mosquitto() -> Option<String> {
+    let addr = std::env::var("SITEPILOT_TEST_MQTT").unwrap_or_else(|_| "127.0.0.1:1883".to_owned());
+    match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&addr)).await {
+        Ok(Ok(_)) => Some(addr),
+        _ => {
+            let reason = format!("no MQTT broker (Mosquitto) at {addr}");
+            assert!(std::env::var("CI").map_or(true, |v| v != "true"), "CI=true and {reason}");
+            eprintln!("SKIPPED: {reason}");
+            None
+        }
+    }
+}
+
+/// Scale-out: two hub processes' worth of hubs against one PostgreSQL and one Mosquitto,
+/// sharing the sites through a shared subscription. Every event of every site is applied
+/// exactly once and in order, and both hubs take part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hubs_share_the_sites_without_loss_or_duplicate() {
+    let Some(mqtt) = mosquitto().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let Some((db_url, pg_name)) = database(Backend::Postgres, dir.path()).await else { return };
+    let run = uuid_like();
+    let mut hubs = Vec::new();
+    for i in 0..2 {
+        let path = dir.path().join(format!("hub-{i}.toml"));
+        let text = format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nurl = \"mqtt://{mqtt}\"\nclient_id = \"hub-{run}-{i}\"\n\
+             share_group = \"e2e-{run}\"\n[database]\nurl = \"{db_url}\"\nmax_connections = 4\n[ingest]\nworkers = 2\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        let config = cloud_hub::config::Config::load(&path).map_err(|e| e.to_string()).unwrap();
+        let hub = cloud_hub::app::start(config).await.map_err(|e| format!("{e:#}")).unwrap();
+        assert!(hub.wait_ready(Duration::from_secs(15)).await, "hub {i} subscribes");
+        hubs.push(hub);
+    }
+    let store = &hubs[0].store;
+    const SITES: usize = 6;
+    const EVENTS: usize = 80;
+    let mut agents = Vec::new();
+    let mut sites = Vec::new();
+    for s in 0..SITES {
+        let site = format!("site-{run}-{s}");
+        let creds = cloud_hub::sites::add_site(store, &site, Some(&site), "sitepilot-hub").await.unwrap();
+        let tail = format!(
+            "[sync]\nbroker = \"mqtt://{mqtt}\"\nusername = \"{}\"\npassword = \"{}\"\nbatch_size = 10\n\
+             poll_interval_ms = 50\nack_timeout_s = 2\nreconnect_min_ms = 100\nreconnect_max_s = 1\n",
+            creds.mqtt_username, creds.mqtt_password
+        );
+        let site_id = site.clone();
+        let agent = TestAgent::start_text(move |d| {
+            energy_config_text(d, &[], &tail).replacen("id = \"test-site\"", &format!("id = \"{site_id}\""), 1)
+        })
+        .await;
+        sites.push(site);
+        agents.push(agent);
+    }
+    for agent in &agents {
+        backlog(&agent.running.api_url(), EVENTS).await;
+    }
+    for (site, agent) in sites.iter().zip(&agents) {
+        let drained =
+            eventually(60, || async { (hub_counts(store, site).await.3 == EVENTS as i64).then_some(()) }).await;
+        if drained.is_none() {
+            eprintln!("edge: {}\nhub: {:?}", sync_view(agent).await, hub_counts(store, site).await);
+        }
+        drained.unwrap_or_else(|| {
+            panic!("{site} never drained: {:?}", futures_util::FutureExt::now_or_never(hub_counts(store, site)))
+        });
+        let (count, min, max, applied) = hub_counts(store, site).await;
+        assert_eq!((count, min, max, applied), (EVENTS as i64, 1, EVENTS as i64, EVENTS as i64), "{site}");
+    }
+    let applied: Vec<u64> = hubs.iter().map(|h| h.metrics.events_applied.get()).collect();
+    assert_eq!(applied.iter().sum::<u64>(), (SITES * EVENTS) as u64, "applied once in total: {applied:?}");
+    assert!(applied.iter().all(|&n| n > 0), "both hubs took part: {applied:?}");
+    for agent in agents {
+        agent.running.shutdown().await;
+    }
+    for hub in hubs {
+        hub.shutdown().await;
+    }
+    drop_database(pg_name).await;
+}
