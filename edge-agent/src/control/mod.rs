@@ -495,9 +495,10 @@ impl Controller {
                         state.accepted = Some(Sent { at_ms: now, ..sent });
                         state.last_error = None;
                         let tree = self.plan.site.tree();
+                        let until = now.saturating_add(self.plan.section.settle_ms);
                         for n in tree.path(self.plan.site.charger_node(point)) {
                             if tree.nodes()[n].metered {
-                                self.observers[n].expect_change(mask, from, sent.limit_a);
+                                self.observers[n].expect_change(mask, from, sent.limit_a, until);
                             }
                         }
                     }

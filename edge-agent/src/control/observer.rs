@@ -24,6 +24,14 @@
 pub struct Observer {
     last: Option<([f64; 3], u64)>,
     non_ev: [f64; 3],
+    /// What our own limit changes may still move the reading by, each until the EV has had
+    /// its settle time to follow (after that it has, or it will not).
+    budgets: Vec<Budget>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Budget {
+    until_ms: u64,
     up: [f64; 3],
     down: [f64; 3],
 }
@@ -40,15 +48,33 @@ pub struct EvBelow {
 }
 
 impl Observer {
-    /// We changed an EV's limit from `from` to `to` (A) on the site phases `phases`.
-    pub fn expect_change(&mut self, phases: [bool; 3], from: f64, to: f64) {
+    /// We changed an EV's limit from `from` to `to` (A) on the site phases `phases`; the EV
+    /// follows by `until_ms` or not at all.
+    pub fn expect_change(&mut self, phases: [bool; 3], from: f64, to: f64, until_ms: u64) {
+        let mut b = Budget { until_ms, up: [0.0; 3], down: [0.0; 3] };
         for k in (0..3).filter(|&k| phases[k]) {
             if to > from {
-                self.up[k] += to - from;
+                b.up[k] = to - from;
             } else {
-                self.down[k] += from - to;
+                b.down[k] = from - to;
             }
         }
+        self.budgets.push(b);
+    }
+
+    /// Takes up to `amount` from the budgets (oldest first), returns how much it took.
+    fn take(&mut self, k: usize, amount: f64, up: bool) -> f64 {
+        let mut taken = 0.0;
+        for b in &mut self.budgets {
+            let slot = if up { &mut b.up[k] } else { &mut b.down[k] };
+            let t = slot.min(amount - taken);
+            *slot -= t;
+            taken += t;
+            if taken >= amount {
+                break;
+            }
+        }
+        taken
     }
 
     /// The meter is stale: start over when it is back.
@@ -59,11 +85,11 @@ impl Observer {
     /// The non-EV load given a fresh reading taken at `at_ms`.
     pub fn update(&mut self, reading: [f64; 3], at_ms: u64, ev: EvBelow) -> [f64; 3] {
         let newer = self.last.is_none_or(|(_, at)| at_ms > at);
+        self.budgets.retain(|b| b.until_ms >= at_ms);
         match (ev.settling, self.last) {
             (false, _) => {
                 self.non_ev = [0, 1, 2].map(|k| (reading[k] - ev.estimate[k]).max(0.0));
-                self.up = [0.0; 3];
-                self.down = [0.0; 3];
+                self.budgets.clear();
             }
             // Nothing to follow from: the safe side of the bounds.
             (true, None) => self.non_ev = [0, 1, 2].map(|k| (reading[k] - ev.low[k]).max(0.0)),
@@ -71,12 +97,10 @@ impl Observer {
                 for (k, (now, before)) in reading.iter().zip(prev).enumerate() {
                     let d = now - before;
                     if d >= 0.0 {
-                        let ours = d.min(self.up[k]);
-                        self.up[k] -= ours;
+                        let ours = self.take(k, d, true);
                         self.non_ev[k] += d - ours;
                     } else {
-                        let ours = (-d).min(self.down[k]);
-                        self.down[k] -= ours;
+                        let ours = self.take(k, -d, false);
                         self.non_ev[k] -= -d - ours;
                     }
                 }
@@ -118,8 +142,8 @@ mod tests {
         let mut o = Observer::default();
         o.update([63.0; 3], 1, steady(53.0));
         // We lower two cars from 26.5 to 16 A; meanwhile the building rises by 40 A.
-        o.expect_change([true; 3], 26.5, 16.0);
-        o.expect_change([true; 3], 26.5, 16.0);
+        o.expect_change([true; 3], 26.5, 16.0, 100);
+        o.expect_change([true; 3], 26.5, 16.0, 100);
         assert_eq!(o.update([103.0; 3], 2, settling(32.0, 53.0)), [50.0; 3]);
         // The cars come down: that fall is ours, the building stays at 50 A.
         assert_eq!(o.update([93.0; 3], 3, settling(32.0, 53.0)), [50.0; 3]);
@@ -132,7 +156,7 @@ mod tests {
     fn our_own_raise_is_not_taken_for_building_load() {
         let mut o = Observer::default();
         o.update([30.0; 3], 1, steady(20.0));
-        o.expect_change([true; 3], 20.0, 30.0);
+        o.expect_change([true; 3], 20.0, 30.0, 100);
         assert_eq!(o.update([35.0; 3], 2, settling(20.0, 30.0)), [10.0; 3]);
         assert_eq!(o.update([40.0; 3], 3, settling(20.0, 30.0)), [10.0; 3]);
         // Beyond what we raised: the building's.
@@ -152,10 +176,21 @@ mod tests {
     }
 
     #[test]
+    fn a_change_the_ev_did_not_follow_in_time_explains_nothing() {
+        let mut o = Observer::default();
+        o.update([30.0; 3], 1, steady(20.0));
+        // Raised by 10 A, but the car never takes it (it limits itself).
+        o.expect_change([true; 3], 20.0, 30.0, 10);
+        assert_eq!(o.update([30.0; 3], 5, settling(20.0, 30.0)), [10.0; 3]);
+        // Past its settle time a rise is the building's, not the car's.
+        assert_eq!(o.update([38.0; 3], 20, settling(20.0, 30.0)), [18.0; 3]);
+    }
+
+    #[test]
     fn a_repeated_reading_changes_nothing() {
         let mut o = Observer::default();
         o.update([63.0; 3], 1, steady(53.0));
-        o.expect_change([true; 3], 26.5, 16.0);
+        o.expect_change([true; 3], 26.5, 16.0, 100);
         assert_eq!(o.update([103.0; 3], 2, settling(32.0, 53.0)), [50.0; 3]);
         assert_eq!(o.update([103.0; 3], 2, settling(32.0, 53.0)), [50.0; 3]);
     }

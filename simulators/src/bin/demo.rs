@@ -9,7 +9,8 @@
 //! A simulated grid meter (Modbus TCP, SDM630 map) reads an office building's load over
 //! the same compressed day plus what the EVs draw; the agent polls it every second and
 //! keeps the site under its grid limit (`--grid-limit-a`), moving power between the cars.
-//! The cloud hub joins the demo when its issue lands.
+//! A cloud hub (SQLite, embedded MQTT broker) runs beside it; the demo provisions the site
+//! with `cloud-hub site add` and the agent syncs every event to the hub.
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -55,6 +56,12 @@ struct Args {
     /// Modbus TCP port of the simulated grid meter to try first.
     #[arg(long, default_value_t = 5020)]
     meter_port: u16,
+    /// The hub's HTTP port to try first.
+    #[arg(long, default_value_t = 8080)]
+    hub_port: u16,
+    /// The hub's embedded MQTT broker port to try first.
+    #[arg(long, default_value_t = 1883)]
+    mqtt_port: u16,
 }
 
 /// One EV visit: how long it stays plugged in (simulated seconds).
@@ -101,30 +108,51 @@ fn free_port(preferred: u16) -> Result<(u16, bool)> {
     Ok((l.local_addr()?.port(), false))
 }
 
-fn agent_binary(args: &Args) -> Result<PathBuf> {
-    if let Some(p) = &args.agent_bin {
-        return Ok(p.clone());
-    }
+/// The edge agent and the cloud hub binaries: next to this program (built first when run
+/// through `cargo run`, same profile), or the edge agent given by `--agent-bin` with the hub
+/// beside it.
+fn binaries(args: &Args) -> Result<(PathBuf, PathBuf)> {
     let exe = std::env::current_exe()?;
-    let dir = exe.parent().context("locating this program's folder")?;
-    let bin = dir.join(format!("edge-agent{}", std::env::consts::EXE_SUFFIX));
-    // Run through `cargo run`: make sure the agent is built and current, same profile.
-    if let Some(cargo) = std::env::var_os("CARGO") {
+    let here = exe.parent().context("locating this program's folder")?.to_owned();
+    let dir = args.agent_bin.as_ref().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or(here);
+    let name = |n: &str| dir.join(format!("{n}{}", std::env::consts::EXE_SUFFIX));
+    let (agent, hub) = (args.agent_bin.clone().unwrap_or_else(|| name("edge-agent")), name("cloud-hub"));
+    if args.agent_bin.is_none()
+        && let Some(cargo) = std::env::var_os("CARGO")
+    {
         let release = dir.file_name().is_some_and(|n| n == "release");
-        eprintln!("demo: building the edge agent ({})...", if release { "release" } else { "debug" });
+        eprintln!("demo: building the edge agent and the hub ({})...", if release { "release" } else { "debug" });
         let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "-p", "edge-agent", "--bin", "edge-agent"]);
+        cmd.args(["build", "-p", "edge-agent", "--bin", "edge-agent", "-p", "cloud-hub", "--bin", "cloud-hub"]);
         if release {
             cmd.arg("--release");
         }
         if !cmd.status().context("running cargo build")?.success() {
-            bail!("building the edge agent failed");
+            bail!("building the edge agent and the hub failed");
         }
     }
-    if !bin.exists() {
-        bail!("{} not found: build it with `cargo build -p edge-agent` or pass --agent-bin", bin.display());
+    for bin in [&agent, &hub] {
+        if !bin.exists() {
+            bail!("{} not found: build it with `cargo build -p edge-agent -p cloud-hub`", bin.display());
+        }
     }
-    Ok(bin)
+    Ok((agent, hub))
+}
+
+/// Provisions the demo site at the hub (`cloud-hub site add`) and returns its MQTT password.
+fn add_site(hub: &Path, config: &Path) -> Result<String> {
+    let out = std::process::Command::new(hub)
+        .args(["site", "add", "Sitepilot demo", "--id", "demo-site", "--config"])
+        .arg(config)
+        .output()
+        .context("running cloud-hub site add")?;
+    if !out.status.success() {
+        bail!("cloud-hub site add failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8(out.stdout)?;
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("MQTT password:").map(|p| p.trim().to_owned()))
+        .context("cloud-hub site add printed no MQTT password")
 }
 
 fn hash_password(bin: &Path, password: &str) -> Result<String> {
@@ -160,7 +188,7 @@ fn tag(n: u32, connector: u32) -> String {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let bin = agent_binary(&args)?;
+    let (bin, hub_bin) = binaries(&args)?;
     let (visits, source) = match load_visits(&args.sessions) {
         Some(v) => {
             let source = format!("{} real sessions from {}", v.len(), args.sessions.display());
@@ -183,6 +211,29 @@ async fn main() -> Result<()> {
     if !meter_default {
         eprintln!("demo: port {} is taken; the simulated meter uses {meter_port} instead", args.meter_port);
     }
+    let (hub_port, hub_default) = free_port(args.hub_port)?;
+    if !hub_default {
+        eprintln!("demo: port {} is taken; the hub's HTTP uses {hub_port} instead", args.hub_port);
+    }
+    let (mqtt_port, mqtt_default) = free_port(args.mqtt_port)?;
+    if !mqtt_default {
+        eprintln!("demo: port {} is taken; the hub's MQTT broker uses {mqtt_port} instead", args.mqtt_port);
+    }
+    // The hub: SQLite and its embedded broker, the demo site provisioned.
+    let hub_config = dir.join("cloud-hub.toml");
+    std::fs::write(
+        &hub_config,
+        format!(
+            "[http]\nlisten = \"0.0.0.0:{hub_port}\"\n\n[mqtt]\nembedded = true\nlisten = \"0.0.0.0:{mqtt_port}\"\n\n\
+             [database]\nurl = \"sqlite://{}\"\n",
+            dir.join("hub.db").display()
+        ),
+    )?;
+    let site_password = add_site(&hub_bin, &hub_config)?;
+    let hub_arg = hub_config.to_string_lossy().into_owned();
+    let hub = Server::spawn(&hub_bin, &["run", "--config", &hub_arg], "SITEPILOT_READY", Duration::from_secs(20))
+        .await
+        .map_err(anyhow::Error::msg)?;
     // The building: an office over the same compressed day, starting at 07:00.
     let speed = args.speed.max(1.0);
     let site = SiteLoad::new(
@@ -197,6 +248,7 @@ async fn main() -> Result<()> {
         "[site]\nid = \"demo-site\"\nname = \"Sitepilot demo\"\n\n[ocpp]\nlisten = \"0.0.0.0:{ocpp_port}\"\n\
          security_profile = 1\nheartbeat_interval_s = 60\n\n[store]\npath = \"{}\"\nsynchronous = \"normal\"\n\n\
          [api]\nlisten = \"0.0.0.0:{api_port}\"\n\n[authorization]\nunknown_id_tags = \"reject\"\n\n\
+         [sync]\nbroker = \"mqtt://127.0.0.1:{mqtt_port}\"\nusername = \"demo-site\"\npassword = \"{site_password}\"\n\n\
          [balancer]\nmin_pause_s = 20\nmin_run_s = 20\nsettle_ms = 4000\n\n\
          [[circuits]]\nid = \"grid\"\nlimit_a = {limit}\nsafe_current_a = {safe}\n\n\
          [[meters]]\nid = \"grid-meter\"\nmap = \"eastron-sdm630\"\ntcp = \"127.0.0.1:{meter_port}\"\ncircuit = \"grid\"\n\
@@ -242,6 +294,10 @@ async fn main() -> Result<()> {
     println!(
         "  grid meter         http://{api}/api/v1/meters     (simulated SDM630 on Modbus TCP 127.0.0.1:{meter_port})"
     );
+    println!(
+        "  cloud hub          http://127.0.0.1:{hub_port}/health   (metrics: /metrics; MQTT broker on {mqtt_port})"
+    );
+    println!("  sync to the hub    http://{api}/api/v1/sync");
     println!("  agent config       {config_arg}");
     println!("Ctrl-C stops it.");
 
@@ -294,6 +350,17 @@ async fn main() -> Result<()> {
                 s["chargers"], s["active_transactions"], s["transactions"], s["meter_samples"], s["messages_logged"]
             );
         }
+        if let Ok((200, body)) = http_get(&api, "/api/v1/sync", Duration::from_secs(2)).await
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&body)
+        {
+            println!(
+                "  hub link {} | events recorded {} | waiting to sync {} | hub applied through {}",
+                if v["connected"] == true { "up" } else { "down" },
+                v["outbox"]["newest_seq"],
+                v["outbox"]["pending"],
+                v["last_ack"]
+            );
+        }
         let grid = site.currents(std::time::Instant::now());
         let setpoints = match http_get(&api, "/api/v1/balancer", Duration::from_secs(2)).await {
             Ok((200, body)) => serde_json::from_str::<serde_json::Value>(&body)
@@ -328,6 +395,7 @@ async fn main() -> Result<()> {
         t.abort();
     }
     agent.stop(Duration::from_secs(5)).await;
+    hub.stop(Duration::from_secs(5)).await;
     meter.shutdown();
     println!("demo stopped.");
     Ok(())
