@@ -267,16 +267,15 @@ fn fail_safe_reasons(b: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Scenario 05: a charger that stops answering keeps its share reserved until its last
-/// profile's validity ends, then its safe current; nobody else gets it meanwhile. Entry
-/// and exit are in the API and the metrics.
-#[tokio::test]
-async fn charger_loss_keeps_its_share_reserved() {
+/// Two cars charging at 16 A each on one 32 A fuse (no meter); `cp2_extra` goes into
+/// CP-2's `[[chargers]]` entry, `balancer_extra` into `[balancer]`.
+async fn two_cars_on_a_32_a_fuse(cp2_extra: &str, balancer_extra: &str) -> (TestAgent, ChargePoint, ChargePoint) {
+    let cp2 = format!("circuit = \"grid\"\n{cp2_extra}");
     let agent = TestAgent::start_text(|dir| {
         energy_config_text(
             dir,
-            &[("CP-1", "circuit = \"grid\""), ("CP-2", "circuit = \"grid\"\nsafe_current_a = 6")],
-            &format!("{TUNING}profile_validity_s = 10\n\n[[circuits]]\nid = \"grid\"\nlimit_a = 32\n"),
+            &[("CP-1", "circuit = \"grid\""), ("CP-2", &cp2)],
+            &format!("{TUNING}{balancer_extra}\n[[circuits]]\nid = \"grid\"\nlimit_a = 32\n"),
         )
     })
     .await;
@@ -288,6 +287,15 @@ async fn charger_loss_keeps_its_share_reserved() {
     for cp in [&cp1, &cp2] {
         eventually(10, || async { (offered(cp).await == 16.0).then_some(()) }).await.expect("16 A each");
     }
+    (agent, cp1, cp2)
+}
+
+/// Scenario 05: a charger that stops answering keeps its share reserved until its last
+/// profile's validity ends, then its safe current; nobody else gets it meanwhile. Entry
+/// and exit are in the API and the metrics.
+#[tokio::test]
+async fn charger_loss_keeps_its_share_reserved() {
+    let (agent, cp1, cp2) = two_cars_on_a_32_a_fuse("safe_current_a = 6", "profile_validity_s = 10\n").await;
     let before = metrics_text(&agent).await;
     cp2.power_loss().await.unwrap();
     let b = eventually(10, || async {
@@ -439,22 +447,7 @@ async fn charger_model_quirks() {
 /// are refused with a reason and change nothing.
 #[tokio::test]
 async fn grid_operator_import_cap_over_the_api() {
-    let agent = TestAgent::start_text(|dir| {
-        energy_config_text(
-            dir,
-            &[("CP-1", "circuit = \"grid\""), ("CP-2", "circuit = \"grid\"")],
-            &format!("{TUNING}[[circuits]]\nid = \"grid\"\nlimit_a = 32\n"),
-        )
-    })
-    .await;
-    let ev = EvModel::instant().with_max_current(32.0);
-    let cp1 = sim(&agent, "CP-1", ev.clone()).await;
-    let cp2 = sim(&agent, "CP-2", ev).await;
-    charge(&cp1).await;
-    charge(&cp2).await;
-    for cp in [&cp1, &cp2] {
-        eventually(10, || async { (offered(cp).await == 16.0).then_some(()) }).await.expect("16 A each");
-    }
+    let (agent, cp1, cp2) = two_cars_on_a_32_a_fuse("", "").await;
     let put = |body: Value| {
         let req = agent.http.put(agent.api("/api/v1/balancer/limits")).json(&body);
         tests::http_json(req)

@@ -124,6 +124,13 @@ pub use verify::{Violation, verify};
 use capacity::{EPS, RES_PER_NODE};
 use fill::{FillSession, Stop};
 use model::limit_value;
+
+/// Defaults of the model's configurable values, for the config file's sections.
+pub(crate) mod model_defaults {
+    pub(crate) use super::model::{
+        default_hysteresis, default_min_current, default_pause_below, default_resolution, default_voltage,
+    };
+}
 use previous::Previous;
 
 /// Keep-order of a session: priority (highest first), running first, older first, id.

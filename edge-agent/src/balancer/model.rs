@@ -147,11 +147,11 @@ id_type!(
 
 pub use shared_model::site::{Phase, Wiring, WiringError};
 
-fn default_voltage() -> f64 {
+pub(crate) fn default_voltage() -> f64 {
     230.0
 }
 
-fn default_min_current() -> f64 {
+pub(crate) fn default_min_current() -> f64 {
     6.0
 }
 
@@ -585,10 +585,10 @@ pub enum Fairness {
     MaxMin,
 }
 
-fn default_pause_below() -> f64 {
+pub(crate) fn default_pause_below() -> f64 {
     6.0
 }
-fn default_hysteresis() -> f64 {
+pub(crate) fn default_hysteresis() -> f64 {
     1.0
 }
 fn default_min_ms() -> u64 {
@@ -597,7 +597,7 @@ fn default_min_ms() -> u64 {
 fn default_stale_ms() -> u64 {
     10_000
 }
-fn default_resolution() -> f64 {
+pub(crate) fn default_resolution() -> f64 {
     0.1
 }
 

@@ -5,6 +5,10 @@
 
 use super::{ChargerConfig, Config, ConfigError, find_key_line};
 use crate::balancer::{BalancerConfig, ChargerId, ChargerPoint, Fairness, Node, NodeId, Site, Wiring};
+// The balancer's own defaults, so the two never disagree.
+pub(super) use crate::balancer::model_defaults::{
+    default_hysteresis, default_min_current, default_pause_below, default_resolution, default_voltage,
+};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -67,17 +71,8 @@ impl Default for BalancerSection {
 fn default_tick_ms() -> u64 {
     1000
 }
-fn default_pause_below() -> f64 {
-    6.0
-}
-fn default_hysteresis() -> f64 {
-    1.0
-}
 fn default_min_s() -> u64 {
     60
-}
-fn default_resolution() -> f64 {
-    0.1
 }
 fn default_threshold() -> f64 {
     0.5
@@ -88,14 +83,8 @@ fn default_validity() -> u64 {
 fn default_settle() -> u64 {
     4000
 }
-fn default_voltage() -> f64 {
-    230.0
-}
 pub(super) fn default_max_current() -> f64 {
     32.0
-}
-pub(super) fn default_min_current() -> f64 {
-    6.0
 }
 pub(super) fn default_connectors() -> u32 {
     1
