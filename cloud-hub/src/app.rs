@@ -14,11 +14,11 @@ use crate::config::{BrokerPlan, Config};
 use crate::db::Store;
 use crate::metrics::{Metrics, ReasonLabels};
 use crate::sync::{self, SyncHandle, SyncSettings};
-use crate::{http, sites};
+use crate::{fleet, http, sites};
 
 /// A running hub.
 pub struct Running {
-    /// Where `/health` and `/metrics` are served (with the port it got).
+    /// Where `/health`, `/metrics` and the fleet API are served (with the port it got).
     pub http_addr: SocketAddr,
     /// The broker as a local client reaches it, `mqtt://HOST:PORT`.
     pub broker_url: String,
@@ -98,11 +98,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
     let http_addr = listener.local_addr().context("HTTP listener address")?;
-    let app = http::router(http::HttpState {
-        store: store.clone(),
-        metrics: metrics.clone(),
-        mqtt_ready: sync.ready_watch(),
-    });
+    let api = fleet::ApiState::new(
+        store.clone(),
+        metrics.clone(),
+        sync.client(),
+        fleet::ApiSettings { command_expiry_s: config.api.command_expiry_s },
+    );
+    let app = http::router(
+        http::HttpState { store: store.clone(), metrics: metrics.clone(), mqtt_ready: sync.ready_watch() },
+        api,
+    );
     let (http_stop, stopped) = oneshot::channel::<()>();
     let http_task = tokio::spawn(async move {
         let served = axum::serve(listener, app).with_graceful_shutdown(async {

@@ -1,4 +1,5 @@
-//! The command line: `cloud-hub run | check-config | site add | site list`.
+//! The command line: `cloud-hub run | check-config | site add | site list | apikey add |
+//! apikey list | apikey revoke | openapi`.
 
 use clap::{Parser, Subcommand};
 use std::net::IpAddr;
@@ -20,7 +21,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the hub (embedded or external MQTT broker, ingest, /health and /metrics).
+    /// Run the hub (embedded or external MQTT broker, ingest, /health, /metrics and the fleet API).
     Run {
         /// The TOML config file (see configs/cloud-hub.example.toml).
         #[arg(long, short)]
@@ -37,6 +38,46 @@ enum Command {
         #[command(subcommand)]
         command: SiteCommand,
     },
+    /// Manage the API keys of the fleet REST API (/api/v1).
+    Apikey {
+        #[command(subcommand)]
+        command: ApikeyCommand,
+    },
+    /// Print the fleet API's OpenAPI 3.1 document (the same as GET /api/v1/openapi.json).
+    Openapi,
+}
+
+#[derive(Subcommand)]
+enum ApikeyCommand {
+    /// Create an API key: prints its bearer token once (only a SHA-256 of it is stored).
+    Add {
+        /// A unique name saying who or what uses it, e.g. "dashboard" or "alice".
+        name: String,
+        /// viewer: read everything; fleet_manager: and send commands; admin: and list keys.
+        #[arg(long, default_value = "viewer", value_parser = parse_role)]
+        role: crate::auth::Role,
+        /// The TOML config file (for the database).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// List the API keys (never their tokens).
+    List {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Revoke an API key by its id or name (it stops working at once).
+    Revoke {
+        /// The key's id or name.
+        key: String,
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn parse_role(s: &str) -> Result<crate::auth::Role, String> {
+    s.parse()
 }
 
 #[derive(Subcommand)]
@@ -80,6 +121,26 @@ pub fn main() -> ExitCode {
             with_config(&config, |c| async move { site_add(c, &name, id.as_deref()).await })
         }
         Command::Site { command: SiteCommand::List { config } } => with_config(&config, site_list),
+        Command::Apikey { command: ApikeyCommand::Add { name, role, config } } => {
+            with_config(&config, |c| async move { apikey_add(c, &name, role).await })
+        }
+        Command::Apikey { command: ApikeyCommand::List { config } } => with_config(&config, apikey_list),
+        Command::Apikey { command: ApikeyCommand::Revoke { key, config } } => {
+            with_config(&config, |c| async move { apikey_revoke(c, &key).await })
+        }
+        Command::Openapi => {
+            let doc = crate::fleet::openapi::document(&crate::fleet::routes());
+            match serde_json::to_string_pretty(&doc) {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("cloud-hub: cannot write the document: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 
@@ -171,6 +232,57 @@ async fn site_list(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn apikey_add(config: Config, name: &str, role: crate::auth::Role) -> anyhow::Result<()> {
+    let store = crate::db::Store::connect(&config.db, 1).await?;
+    let result = crate::auth::add_key(&store, name, role).await;
+    store.close().await;
+    let new = result?;
+    println!("API key added");
+    println!("  id:    {}", new.key.id);
+    println!("  name:  {}", new.key.name);
+    println!("  role:  {}", new.key.role);
+    println!("  token: {}", new.token);
+    println!();
+    println!("The token is shown only now (the hub keeps a SHA-256 of it). Send it on every /api/v1 request:");
+    println!("  Authorization: Bearer {}", new.token);
+    Ok(())
+}
+
+async fn apikey_list(config: Config) -> anyhow::Result<()> {
+    let store = crate::db::Store::connect(&config.db, 1).await?;
+    let keys = crate::auth::list_keys(&store).await;
+    store.close().await;
+    let keys = keys?;
+    let when = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string()).unwrap_or_else(|| "-".into())
+    };
+    println!("{:<36}  {:<14} {:<20} {:<20} {:<20} name", "id", "role", "created", "last used", "revoked");
+    for k in keys {
+        println!(
+            "{:<36}  {:<14} {:<20} {:<20} {:<20} {}",
+            k.id,
+            k.role.as_str(),
+            when(k.created_at),
+            when(k.last_used_at),
+            when(k.revoked_at),
+            k.name
+        );
+    }
+    Ok(())
+}
+
+async fn apikey_revoke(config: Config, key: &str) -> anyhow::Result<()> {
+    let store = crate::db::Store::connect(&config.db, 1).await?;
+    let result = crate::auth::revoke_key(&store, key).await;
+    store.close().await;
+    if result? {
+        println!("API key {key:?} revoked");
+    } else {
+        println!("API key {key:?} was revoked already");
+    }
+    Ok(())
+}
+
 fn run(path: &Path) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -213,7 +325,11 @@ fn run(path: &Path) -> ExitCode {
                 "embedded_broker": running.embedded_broker.map(|a| a.to_string()),
             })
         );
-        println!("cloud-hub: MQTT {}; health at http://{}/health", running.broker_url, running.http_addr);
+        println!(
+            "cloud-hub: MQTT {}; health at http://{addr}/health, fleet API at http://{addr}/api/v1",
+            running.broker_url,
+            addr = running.http_addr
+        );
         wait_for_signal().await;
         tracing::info!("cloud-hub: shutting down");
         running.shutdown().await;

@@ -19,6 +19,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     #[serde(default)]
     pub ingest: IngestConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
     /// Resolved from `[mqtt]` by [`Config::parse`].
     #[serde(skip)]
     pub broker: BrokerPlan,
@@ -32,7 +34,7 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// `/health` and `/metrics` (the fleet API and dashboard come later).
+    /// `/health`, `/metrics` and the fleet API (`/api/v1`).
     pub listen: SocketAddr,
 }
 
@@ -119,6 +121,22 @@ pub struct IngestConfig {
 impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig { workers: 4 }
+    }
+}
+
+/// `[api]`: the fleet REST API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// How long a command may wait to be started when the request gives no
+    /// `expires_in_s`, seconds (1 to 604800). Until then it is re-sent each time its site
+    /// reconnects; after it, the site answers `expired` instead of running it.
+    pub command_expiry_s: u32,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { command_expiry_s: 3600 }
     }
 }
 
@@ -340,6 +358,15 @@ impl Config {
             err("ingest", "workers", format!("{}: use 1 to 256", config.ingest.workers));
         }
 
+        // [api]
+        if !(1..=crate::fleet::MAX_COMMAND_EXPIRY_S).contains(&u64::from(config.api.command_expiry_s)) {
+            err(
+                "api",
+                "command_expiry_s",
+                format!("{} s: use 1 to {} (7 days)", config.api.command_expiry_s, crate::fleet::MAX_COMMAND_EXPIRY_S),
+            );
+        }
+
         if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
     }
 
@@ -487,6 +514,15 @@ mod tests {
         assert_eq!(c.broker, BrokerPlan::Embedded { listen: "0.0.0.0:1883".parse().expect("addr") });
         assert_eq!(c.db, DbTarget::Sqlite(PathBuf::from("/etc/sitepilot/sitepilot-hub.db")), "next to the config");
         assert_eq!(c.ingest.workers, 4);
+        assert_eq!(c.api.command_expiry_s, 3600);
+    }
+
+    #[test]
+    fn command_expiry_is_bounded() {
+        let e = parse("[api]\ncommand_expiry_s = 0\n").expect_err("invalid");
+        assert_eq!((e.0[0].key.as_deref(), e.0[0].line), (Some("api.command_expiry_s"), Some(2)));
+        assert!(parse("[api]\ncommand_expiry_s = 604800\n").is_ok());
+        assert!(parse("[api]\ncommand_expiry_s = 604801\n").is_err());
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error("database: stored data: {0}")]
+    Data(String),
     #[error("database: column {index} of `{sql}` is not a {expected:?}")]
     Shape { sql: &'static str, index: usize, expected: Ty },
 }
@@ -214,19 +216,33 @@ pub enum Tx {
     Postgres(Transaction<'static, Postgres>),
 }
 
-fn migrator(postgres: bool) -> Migrator {
-    let (sql, description) = if postgres {
-        (include_str!("../migrations/postgres/0001_sync.sql"), "sync")
-    } else {
-        (include_str!("../migrations/sqlite/0001_sync.sql"), "sync")
-    };
-    Migrator::with_migrations(vec![Migration::new(
+/// The schema versions, in order: `(version, description, SQLite text, PostgreSQL text)`.
+/// Applied migrations are checksummed by sqlx: never edit one, add the next.
+const MIGRATIONS: [(i64, &str, &str, &str); 2] = [
+    (
         1,
-        description.into(),
-        MigrationType::Simple,
-        sql.into_sql_str(),
-        false,
-    )])
+        "sync",
+        include_str!("../migrations/sqlite/0001_sync.sql"),
+        include_str!("../migrations/postgres/0001_sync.sql"),
+    ),
+    (
+        2,
+        "fleet_api",
+        include_str!("../migrations/sqlite/0002_fleet_api.sql"),
+        include_str!("../migrations/postgres/0002_fleet_api.sql"),
+    ),
+];
+
+fn migrator(postgres: bool) -> Migrator {
+    Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|(version, description, sqlite, pg)| {
+                let sql = if postgres { *pg } else { *sqlite };
+                Migration::new(*version, (*description).into(), MigrationType::Simple, sql.into_sql_str(), false)
+            })
+            .collect(),
+    )
 }
 
 impl Store {

@@ -1,5 +1,7 @@
-//! The hub's HTTP side. For now `/health` and `/metrics`; the fleet API, OCPI and the
-//! dashboard come with their issues.
+//! The hub's HTTP side: `/health` and `/metrics` (open: keep `/metrics` behind a
+//! firewall or a reverse proxy that restricts it), and the fleet API under `/api/v1`
+//! (every route authenticated; see [`crate::fleet`]). OCPI and the dashboard come with
+//! their issues.
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -9,6 +11,7 @@ use axum::{Json, Router};
 use std::sync::Arc;
 
 use crate::db::Store;
+use crate::fleet::{self, ApiState};
 use crate::metrics::Metrics;
 
 /// What the handlers read.
@@ -20,8 +23,13 @@ pub struct HttpState {
     pub mqtt_ready: tokio::sync::watch::Receiver<bool>,
 }
 
-pub fn router(state: HttpState) -> Router {
-    Router::new().route("/health", get(health)).route("/metrics", get(metrics)).with_state(state)
+/// `/health`, `/metrics` and the fleet API at [`fleet::PREFIX`].
+pub fn router(state: HttpState, api: ApiState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+        .nest(fleet::PREFIX, fleet::router(api))
 }
 
 /// 200 when the database answers and the MQTT client is subscribed, else 503; the body

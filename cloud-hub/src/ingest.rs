@@ -14,7 +14,7 @@
 use chrono::{DateTime, Utc};
 use shared_model::events::SiteEvent;
 use shared_model::model::ConnectorRef;
-use shared_model::sync::{Ack, EventBatch, EventEnvelope, Hello, PROTOCOL_VERSION, Status};
+use shared_model::sync::{Ack, CommandResult, EventBatch, EventEnvelope, Hello, PROTOCOL_VERSION, Status};
 
 use crate::db::{DbError, Store, Tx, Ty, Val};
 
@@ -32,6 +32,8 @@ pub enum Reject {
     SiteMismatch { topic: String, payload: String },
     #[error("not a valid batch: {0}")]
     BadBatch(String),
+    #[error("not a valid command result: {0}")]
+    BadResult(String),
     #[error("unknown site {0:?}")]
     UnknownSite(String),
     #[error("{0}")]
@@ -46,6 +48,7 @@ impl Reject {
             Reject::BadVersion(_) => "bad_version",
             Reject::SiteMismatch { .. } => "site_mismatch",
             Reject::BadBatch(_) => "bad_batch",
+            Reject::BadResult(_) => "bad_result",
             Reject::UnknownSite(_) => "unknown_site",
             Reject::Db(_) => "db_error",
         }
@@ -121,6 +124,17 @@ pub fn parse_status(topic_site: &str, payload: &[u8]) -> Result<Status, Reject> 
         serde_json::from_slice(payload).map_err(|error| Reject::BadJson { what: "a Status", error })?;
     check_site(topic_site, &status.site_id, status.v)?;
     Ok(status)
+}
+
+/// Parses and checks an `up/results` payload of `topic_site`.
+pub fn parse_result(topic_site: &str, payload: &[u8]) -> Result<CommandResult, Reject> {
+    let result: CommandResult =
+        serde_json::from_slice(payload).map_err(|error| Reject::BadJson { what: "a CommandResult", error })?;
+    check_site(topic_site, &result.site_id, result.v)?;
+    if result.command_id.is_empty() || result.command_id.len() > 200 {
+        return Err(Reject::BadResult(format!("command_id of {} bytes: expected 1 to 200", result.command_id.len())));
+    }
+    Ok(result)
 }
 
 /// The ack of where a site stands.

@@ -21,15 +21,24 @@
 //! # Ok(()) }
 //! ```
 //!
+//! The fleet REST API (`/api/v1`, bearer API keys with roles, an OpenAPI document at
+//! `/api/v1/openapi.json`) reads what ingest built and sends commands to sites, which are
+//! re-sent at each hello of their site until answered or expired.
+//!
 //! Modules: [`config`], [`db`] (both databases, migrations), [`ingest`] (applying
-//! batches), [`sync`] (the MQTT client and workers), [`broker`] (the embedded broker and
-//! its ACL), [`sites`] (provisioning), [`http`], [`metrics`], [`app`], [`cli`].
+//! batches), [`sync`] (the MQTT client and workers), [`commands`] (commands down, results
+//! up), [`broker`] (the embedded broker and its ACL), [`sites`] (provisioning), [`auth`]
+//! (API keys and roles), [`fleet`] (the REST API), [`http`], [`metrics`], [`app`],
+//! [`cli`].
 
 pub mod app;
+pub mod auth;
 pub mod broker;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod db;
+pub mod fleet;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

@@ -22,7 +22,8 @@ pub struct ReasonLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
-    /// `applied`, `duplicate`, `gap`.
+    /// Event batches: `applied`, `duplicate`, `gap`. Command results: `stored`,
+    /// `duplicate`, `conflicting`, `unknown_command`.
     pub result: &'static str,
 }
 
@@ -39,6 +40,9 @@ pub struct Metrics {
     pub outbox_regressions: Counter,
     pub batch_seconds: Histogram,
     pub broker_refused: Family<ReasonLabels, Counter>,
+    pub command_results: Family<ResultLabels, Counter>,
+    pub commands_published: Family<ReasonLabels, Counter>,
+    pub api_refused: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -62,7 +66,7 @@ impl Metrics {
         registry.register(
             "messages_rejected",
             "Messages dropped without applying anything, by reason (bad_topic, bad_json, bad_version, \
-             site_mismatch, bad_batch, unknown_site, db_error)",
+             site_mismatch, bad_batch, bad_result, unknown_site, db_error)",
             rejected.clone(),
         );
         let batches = Family::<ResultLabels, Counter>::default();
@@ -101,6 +105,28 @@ impl Metrics {
              subscribe_acl, will_acl)",
             broker_refused.clone(),
         );
+        let command_results = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "command_results",
+            "Command results from sites, by what became of them: stored (the first for its command), \
+             duplicate (the same again), conflicting (a different one after the first: ignored), \
+             unknown_command (no such command for that site: ignored)",
+            command_results.clone(),
+        );
+        let commands_published = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "commands_published",
+            "Command envelopes published to sites, by reason: api (sent by the fleet API), hello (an \
+             unanswered command re-sent when its site said hello)",
+            commands_published.clone(),
+        );
+        let api_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "api_refused",
+            "Fleet API requests refused, by reason: unauthenticated (no or an invalid API key, 401), \
+             forbidden (the key's role does not allow the route, 403)",
+            api_refused.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             mqtt_connected,
@@ -113,6 +139,9 @@ impl Metrics {
             outbox_regressions,
             batch_seconds,
             broker_refused,
+            command_results,
+            commands_published,
+            api_refused,
         }
     }
 
@@ -124,6 +153,16 @@ impl Metrics {
     /// The current value of `messages_rejected{reason}` (for tests and checks).
     pub fn rejected_count(&self, reason: &'static str) -> u64 {
         self.rejected.get_or_create(&ReasonLabels { reason }).get()
+    }
+
+    /// The current value of `command_results{result}`.
+    pub fn command_results_count(&self, result: &'static str) -> u64 {
+        self.command_results.get_or_create(&ResultLabels { result }).get()
+    }
+
+    /// The current value of `commands_published{reason}`.
+    pub fn commands_published_count(&self, reason: &'static str) -> u64 {
+        self.commands_published.get_or_create(&ReasonLabels { reason }).get()
     }
 
     /// The current value of `broker_refused{reason}`.

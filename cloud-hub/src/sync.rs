@@ -1,6 +1,8 @@
 //! The hub's side of the sync protocol over MQTT: one rumqttc client subscribed to every
-//! site's `up/events`, `up/hello` and `up/status`, and workers that apply what arrives
-//! (see [`crate::ingest`]) and answer with acks.
+//! site's `up/events`, `up/hello`, `up/status` and `up/results`, and workers that apply
+//! what arrives (see [`crate::ingest`]) and answer with acks. A hello also re-sends the
+//! site's unanswered commands (see [`crate::commands`]); results are stored once per
+//! command id.
 //!
 //! - One site always goes to the same worker, so a site's batches are applied in the
 //!   order they arrived; different sites are applied in parallel.
@@ -21,9 +23,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::commands;
 use crate::db::Store;
 use crate::ingest::{self, Reject};
-use crate::metrics::{Metrics, ResultLabels, TopicLabels};
+use crate::metrics::{Metrics, ReasonLabels, ResultLabels, TopicLabels};
 
 /// The hub's MQTT client settings.
 #[derive(Debug, Clone)]
@@ -41,9 +44,10 @@ pub struct SyncSettings {
 }
 
 impl SyncSettings {
-    /// The subscription filters: `up/events`, `up/hello` and `up/status` of every site.
+    /// The subscription filters: `up/events`, `up/hello`, `up/status` and `up/results`
+    /// of every site.
     pub fn filters(&self) -> Vec<String> {
-        [Topic::Events, Topic::Hello, Topic::Status]
+        [Topic::Events, Topic::Hello, Topic::Status, Topic::Results]
             .into_iter()
             .map(|t| match &self.share_group {
                 Some(group) => format!("$share/{group}/{}", t.all_sites()),
@@ -55,6 +59,7 @@ impl SyncSettings {
 
 /// The running client and workers.
 pub struct SyncHandle {
+    client: AsyncClient,
     ready: watch::Receiver<bool>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -96,7 +101,7 @@ pub fn start(settings: &SyncSettings, store: Store, metrics: Arc<Metrics>) -> Sy
         shutdown_rx,
         metrics,
     )));
-    SyncHandle { ready, shutdown, tasks }
+    SyncHandle { client, ready, shutdown, tasks }
 }
 
 impl SyncHandle {
@@ -104,6 +109,11 @@ impl SyncHandle {
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
         let mut ready = self.ready.clone();
         tokio::time::timeout(timeout, ready.wait_for(|r| *r)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// The hub's MQTT client (to publish commands; it queues while disconnected).
+    pub fn client(&self) -> AsyncClient {
+        self.client.clone()
     }
 
     /// Whether the client is connected and subscribed now.
@@ -216,8 +226,9 @@ async fn handle(ctx: &Ctx, topic: &str, payload: &[u8]) {
         Topic::Events => on_batch(ctx, site, payload).await,
         Topic::Hello => on_hello(ctx, site, payload).await,
         Topic::Status => on_status(ctx, site, payload).await,
-        // Command results are stored by the commands issue; down topics are ours.
-        Topic::Results | Topic::Acks | Topic::Commands => Ok(()),
+        Topic::Results => on_result(ctx, site, payload).await,
+        // Down topics are ours (the hub does not subscribe to them).
+        Topic::Acks | Topic::Commands => Ok(()),
     };
     if let Err(reject) = result {
         report(ctx, topic, reject);
@@ -281,6 +292,64 @@ async fn on_hello(ctx: &Ctx, site: &str, payload: &[u8]) -> Result<(), Reject> {
     }
     tracing::info!(site, agent = hello.agent_version, applied_through, "hello");
     publish_ack(ctx, site, applied_through).await;
+    resend_commands(ctx, site).await;
+    Ok(())
+}
+
+/// Publishes again the site's commands that have no result and have not expired (the
+/// site was away when they were sent, or its result was lost). Failures are logged: the
+/// next hello tries again.
+async fn resend_commands(ctx: &Ctx, site: &str) {
+    let now = Utc::now();
+    let pending = match commands::unanswered(&ctx.store, site, now).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(site, error = %e, "cannot read the site's unanswered commands; not re-sent");
+            return;
+        }
+    };
+    for env in pending {
+        let payload = match serde_json::to_vec(&env) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(site, command_id = env.command_id, error = %e, "cannot serialise a command");
+                continue;
+            }
+        };
+        if let Err(e) = ctx.client.publish(Topic::Commands.of(site), QoS::AtLeastOnce, false, payload).await {
+            tracing::warn!(site, error = %e, "cannot re-send commands; the next hello tries again");
+            return;
+        }
+        ctx.metrics.commands_published.get_or_create(&ReasonLabels { reason: "hello" }).inc();
+        tracing::info!(site, command_id = env.command_id, "unanswered command re-sent after hello");
+        if let Err(e) = commands::mark_sent(&ctx.store, &env.command_id, now).await {
+            tracing::warn!(site, command_id = env.command_id, error = %e, "cannot count the re-send");
+        }
+    }
+}
+
+async fn on_result(ctx: &Ctx, site: &str, payload: &[u8]) -> Result<(), Reject> {
+    let result = ingest::parse_result(site, payload)?;
+    let outcome = commands::record_result(&ctx.store, &result, Utc::now()).await?;
+    ctx.metrics.command_results.get_or_create(&ResultLabels { result: outcome.label() }).inc();
+    let id = result.command_id.as_str();
+    match outcome {
+        commands::ResultOutcome::Stored => {
+            tracing::info!(site, command_id = id, outcome = ?result.outcome, "command result")
+        }
+        commands::ResultOutcome::Duplicate => {
+            tracing::debug!(site, command_id = id, "command result received again (a redelivery): nothing to do")
+        }
+        commands::ResultOutcome::Conflicting => tracing::warn!(
+            site,
+            command_id = id,
+            outcome = ?result.outcome,
+            "a different result for a command that has one: the first one stands"
+        ),
+        commands::ResultOutcome::UnknownCommand => {
+            tracing::warn!(site, command_id = id, "result for a command this hub did not send to this site: ignored")
+        }
+    }
     Ok(())
 }
 
@@ -331,7 +400,15 @@ mod tests {
             share_group: None,
             workers: 2,
         };
-        assert_eq!(s.filters(), ["sitepilot/v1/+/up/events", "sitepilot/v1/+/up/hello", "sitepilot/v1/+/up/status"]);
+        assert_eq!(
+            s.filters(),
+            [
+                "sitepilot/v1/+/up/events",
+                "sitepilot/v1/+/up/hello",
+                "sitepilot/v1/+/up/status",
+                "sitepilot/v1/+/up/results"
+            ]
+        );
         s.share_group = Some("hub".into());
         assert_eq!(s.filters()[0], "$share/hub/sitepilot/v1/+/up/events");
     }

@@ -1,6 +1,8 @@
 //! The `cloud-hub` binary: `check-config` errors name file, line, key and reason;
 //! `site add` provisions a site in a real database and prints what the edge needs;
-//! `--help` everywhere; `run` starts and says where it listens.
+//! `apikey add` prints a token that opens the fleet API (until `apikey revoke`);
+//! `openapi` prints the API's document; `--help` everywhere; `run` starts and says where
+//! it listens.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -80,6 +82,11 @@ fn help_on_every_command() {
         vec!["site", "--help"],
         vec!["site", "add", "--help"],
         vec!["site", "list", "--help"],
+        vec!["apikey", "--help"],
+        vec!["apikey", "add", "--help"],
+        vec!["apikey", "list", "--help"],
+        vec!["apikey", "revoke", "--help"],
+        vec!["openapi", "--help"],
     ] {
         let out = run(&args);
         assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
@@ -149,4 +156,66 @@ fn run_starts_and_reports_its_addresses() {
         serde_json::from_str(line.strip_prefix("SITEPILOT_READY ").expect("ready line")).expect("json");
     assert!(json["http"].as_str().is_some_and(|a| a.starts_with("127.0.0.1:")), "{line}");
     assert!(json["mqtt"].as_str().is_some_and(|a| a.starts_with("mqtt://127.0.0.1:")), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apikey_add_prints_a_token_that_opens_the_api_until_revoked() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = write(
+        dir.path(),
+        "hub.toml",
+        "[http]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nlisten = \"127.0.0.1:0\"\n[database]\nurl = \"sqlite://hub.db\"\n",
+    );
+    let out = run(&["apikey", "add", "dashboard", "--role", "fleet_manager", "--config", &config]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let token = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token:").map(|v| v.trim().to_owned()))
+        .unwrap_or_else(|| panic!("a token line in {stdout}"));
+    assert!(token.starts_with("spk_") && token.len() == 47, "{token}");
+    assert!(stdout.contains("role:  fleet_manager") && stdout.contains("shown only now"), "{stdout}");
+
+    let out = run(&["apikey", "add", "dashboard", "--config", &config]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("an API key named \"dashboard\" already exists"), "{}", text(&out.stderr));
+    let out = run(&["apikey", "add", "x", "--role", "root", "--config", &config]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("\"root\" is not a role: use admin, fleet_manager or viewer"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(run(&["apikey", "add", "wallboard", "--config", &config]).status.success(), "viewer by default");
+    let list = text(&run(&["apikey", "list", "--config", &config]).stdout);
+    assert!(list.contains("dashboard") && list.contains("fleet_manager"), "{list}");
+    assert!(list.lines().any(|l| l.contains("wallboard") && l.contains("viewer")), "{list}");
+    assert!(!list.contains(&token), "the token is not stored");
+
+    // A hub on that database lets the token in, until it is revoked.
+    let loaded = cloud_hub::config::Config::load(std::path::Path::new(&config)).expect("config");
+    let hub = cloud_hub::app::start(loaded).await.expect("hub starts");
+    let url = format!("http://{}/api/v1/sites", hub.http_addr);
+    let client = reqwest::Client::new();
+    let status = |token: String| {
+        let (client, url) = (client.clone(), url.clone());
+        async move { client.get(url).bearer_auth(token).send().await.expect("request").status().as_u16() }
+    };
+    assert_eq!(status(token.clone()).await, 200);
+    let out = run(&["apikey", "revoke", "dashboard", "--config", &config]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("revoked"));
+    assert_eq!(status(token.clone()).await, 401);
+    let out = run(&["apikey", "revoke", "nobody", "--config", &config]);
+    assert!(text(&out.stderr).contains("no API key with id or name \"nobody\""), "{}", text(&out.stderr));
+    hub.shutdown().await;
+}
+
+#[test]
+fn openapi_prints_the_document() {
+    let out = run(&["openapi"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(doc, cloud_hub::fleet::openapi::document(&cloud_hub::fleet::routes()));
+    assert_eq!(doc["openapi"], "3.1.0");
 }

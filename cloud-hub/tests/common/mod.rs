@@ -16,7 +16,9 @@ use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use serde_json::Value;
 use shared_model::events::SiteEvent;
 use shared_model::model::{ConnectorRef, ConnectorStatus, MeterSample, StationInfo, StopReason, TransactionOrigin};
-use shared_model::sync::{Ack, EventBatch, EventEnvelope, Hello, PROTOCOL_VERSION, Topic};
+use shared_model::sync::{
+    Ack, CommandEnvelope, CommandOutcome, CommandResult, EventBatch, EventEnvelope, Hello, PROTOCOL_VERSION, Topic,
+};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -232,6 +234,112 @@ impl TestHub {
     pub async fn metrics_text(&self) -> String {
         self.running().metrics.encode()
     }
+
+    /// Makes an API key with `role`; its token.
+    pub async fn api_key(&self, name: &str, role: cloud_hub::auth::Role) -> String {
+        cloud_hub::auth::add_key(self.store(), name, role).await.expect("key added").token
+    }
+
+    /// A client of the hub's HTTP server.
+    pub fn http(&self) -> Http {
+        Http { base: format!("http://{}", self.running().http_addr), client: reqwest::Client::new() }
+    }
+}
+
+/// An HTTP answer: status, headers and body (JSON when it parses, else a string).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts a problem JSON answer with `status` whose detail contains `needle`.
+    #[track_caller]
+    pub fn assert_problem(&self, status: u16, needle: &str) {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(self.header("content-type"), Some("application/problem+json"), "{self:?}");
+        assert_eq!(self.body["status"], status, "{self:?}");
+        assert_eq!(self.body["type"], "about:blank", "{self:?}");
+        let detail = self.body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(needle), "detail {detail:?} should contain {needle:?}");
+    }
+}
+
+/// A small HTTP client of the hub.
+pub struct Http {
+    pub base: String,
+    client: reqwest::Client,
+}
+
+impl Http {
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<(&str, &str)>,
+    ) -> Answer {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        if let Some((content_type, body)) = body {
+            req = req.header("content-type", content_type).body(body.to_owned());
+        }
+        let res = req.send().await.expect("HTTP request");
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let text = res.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Answer { status, headers, body }
+    }
+
+    /// A GET with this `Authorization` header value.
+    pub async fn client_request(&self, path: &str, authorization: &str) -> Answer {
+        let res = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header("authorization", authorization)
+            .send()
+            .await
+            .expect("HTTP request");
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let text = res.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Answer { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Answer {
+        self.send(reqwest::Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post_json(&self, path: &str, token: &str, body: &Value) -> Answer {
+        self.send(reqwest::Method::POST, path, Some(token), Some(("application/json", &body.to_string()))).await
+    }
+}
+
+/// Checks `instance` against the OpenAPI document's component schema `name`.
+#[track_caller]
+pub fn assert_schema(doc: &Value, name: &str, instance: &Value) {
+    let schema = serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$ref": format!("#/components/schemas/{name}"),
+        "components": doc["components"],
+    });
+    let validator = jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap_or_else(|e| panic!("schema {name} compiles: {e}"));
+    let errors: Vec<String> =
+        validator.iter_errors(instance).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "{name}: {errors:?}\n{instance:#}");
 }
 
 impl Drop for TestHub {
@@ -241,12 +349,13 @@ impl Drop for TestHub {
     }
 }
 
-/// An edge agent played by a test: publishes batches and hellos on its site's topics and
-/// collects the acks.
+/// An edge agent played by a test: publishes batches, hellos and command results on its
+/// site's topics and collects the acks and the commands the hub sends.
 pub struct Edge {
     pub site: String,
     pub client: AsyncClient,
     acks: mpsc::UnboundedReceiver<Ack>,
+    commands: mpsc::UnboundedReceiver<CommandEnvelope>,
     ready: watch::Receiver<bool>,
     /// Why the connection last failed (e.g. a refused login).
     pub last_error: watch::Receiver<Option<String>>,
@@ -254,7 +363,8 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// Connects and subscribes to the site's acks (again after every reconnect).
+    /// Connects and subscribes to the site's acks and commands (again after every
+    /// reconnect).
     pub async fn connect(host: &str, port: u16, site: &str, creds: Option<(String, String)>) -> Edge {
         let edge = Edge::connect_no_wait(host, port, site, creds);
         let mut ready = edge.ready.clone();
@@ -273,15 +383,19 @@ impl Edge {
         }
         let (client, mut eventloop) = AsyncClient::new(options, 100);
         let (acks_tx, acks) = mpsc::unbounded_channel();
+        let (commands_tx, commands) = mpsc::unbounded_channel();
         let (ready_tx, ready) = watch::channel(false);
         let (error_tx, last_error) = watch::channel(None);
         let ack_topic = Topic::Acks.of(site);
+        let command_topic = Topic::Commands.of(site);
         let sub_client = client.clone();
         let task = tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                        let _ = sub_client.try_subscribe(ack_topic.clone(), QoS::AtLeastOnce);
+                        let filters = [&ack_topic, &command_topic]
+                            .map(|t| rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
+                        let _ = sub_client.try_subscribe_many(filters);
                     }
                     Ok(Event::Incoming(Incoming::SubAck(_))) => {
                         let _ = ready_tx.send(true);
@@ -294,6 +408,13 @@ impl Edge {
                                 }
                                 Err(e) => panic!("the hub sent an ack that does not parse: {e}"),
                             }
+                        } else if p.topic == command_topic {
+                            match serde_json::from_slice::<CommandEnvelope>(&p.payload) {
+                                Ok(env) => {
+                                    let _ = commands_tx.send(env);
+                                }
+                                Err(e) => panic!("the hub sent a command envelope that does not parse: {e}"),
+                            }
                         }
                     }
                     Ok(_) => {}
@@ -305,7 +426,7 @@ impl Edge {
                 }
             }
         });
-        Edge { site: site.to_owned(), client, acks, ready, last_error, task }
+        Edge { site: site.to_owned(), client, acks, commands, ready, last_error, task }
     }
 
     /// Waits until connected and subscribed again (after a broker restart).
@@ -357,6 +478,37 @@ impl Edge {
     /// Whether an ack arrives within `wait`.
     pub async fn ack_within(&mut self, wait: Duration) -> Option<Ack> {
         tokio::time::timeout(wait, self.acks.recv()).await.ok().flatten()
+    }
+
+    /// The next command the hub sends; fails the test after [`TIMEOUT`].
+    pub async fn next_command(&mut self) -> CommandEnvelope {
+        match tokio::time::timeout(TIMEOUT, self.commands.recv()).await {
+            Ok(Some(env)) => env,
+            Ok(None) => panic!("edge {}: the command channel closed", self.site),
+            Err(_) => panic!("edge {}: no command within {TIMEOUT:?}", self.site),
+        }
+    }
+
+    /// Whether a command arrives within `wait`.
+    pub async fn command_within(&mut self, wait: Duration) -> Option<CommandEnvelope> {
+        tokio::time::timeout(wait, self.commands.recv()).await.ok().flatten()
+    }
+
+    /// Publishes a result on `up/results`.
+    pub async fn send_result(&self, result: &CommandResult) {
+        self.publish(Topic::Results.of(&self.site), serde_json::to_vec(result).expect("serialise")).await;
+    }
+
+    /// The result a site sends for a command.
+    pub fn result_for(&self, command_id: &str, outcome: CommandOutcome, detail: Value) -> CommandResult {
+        CommandResult {
+            v: PROTOCOL_VERSION,
+            site_id: self.site.clone(),
+            command_id: command_id.to_owned(),
+            outcome,
+            detail,
+            at: Utc::now(),
+        }
     }
 
     /// Sends a batch and returns the ack that answers it.
