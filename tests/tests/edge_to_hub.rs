@@ -439,3 +439,56 @@ async fn two_hubs_share_the_sites_without_loss_or_duplicate() {
     }
     drop_database(pg_name).await;
 }
+
+/// A fleet manager stops a session from the hub: fleet API → hub → MQTT → edge → OCPP
+/// RemoteStopTransaction → the simulated charger stops → the result comes back to the hub,
+/// and the stopped session reaches the hub through the outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_stop_from_the_fleet_api_reaches_the_charger() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db_url, _) = database(Backend::Sqlite, dir.path()).await.unwrap();
+    let port = free_port();
+    let hub = start_hub(dir.path(), &db_url, port).await;
+    let creds = cloud_hub::sites::add_site(&hub.store, "Test site", Some("test-site"), "sitepilot-hub").await.unwrap();
+    let key = cloud_hub::auth::add_key(&hub.store, "ops", cloud_hub::auth::Role::FleetManager).await.unwrap();
+    let tail = format!(
+        "[sync]\nbroker = \"mqtt://127.0.0.1:{port}\"\nusername = \"{}\"\npassword = \"{}\"\npoll_interval_ms = 100\n",
+        creds.mqtt_username, creds.mqtt_password
+    );
+    let agent = TestAgent::start_text(|d| energy_config_text(d, &[("CP-1", "")], &tail)).await;
+    let cp = sim(&agent, "CP-1").await;
+    cp.plug_in(1).await.unwrap();
+    let tx = cp.start_transaction(1, TAG_OK).await.unwrap();
+    drained(&agent, &hub.store, "test-site").await;
+
+    let http = reqwest::Client::new();
+    let api = format!("http://{}/api/v1", hub.http_addr);
+    let (status, sent) = tests::http_json(
+        http.post(format!("{api}/sites/test-site/commands"))
+            .bearer_auth(&key.token)
+            .json(&serde_json::json!({ "type": "remote_stop", "station": "CP-1", "transaction_id": tx })),
+    )
+    .await;
+    assert_eq!(status, 202, "{sent}");
+    let id = sent["command_id"].as_str().unwrap().to_owned();
+    let answered = eventually(20, || async {
+        let (_, c) = tests::http_json(http.get(format!("{api}/commands/{id}")).bearer_auth(&key.token)).await;
+        (c["status"] == "answered").then_some(c)
+    })
+    .await
+    .expect("the site answers");
+    assert_eq!(answered["result"]["outcome"], "accepted", "{answered}");
+    assert!(
+        cp.received_calls().iter().any(|c| c.action == "RemoteStopTransaction" && c.payload["transactionId"] == tx)
+    );
+    eventually(20, || async {
+        let (_, s) = tests::http_json(http.get(format!("{api}/sessions?site=test-site")).bearer_auth(&key.token)).await;
+        let stopped =
+            s["items"].as_array().or(s.as_array()).is_some_and(|l| l.iter().any(|x| !x["stopped_at"].is_null()));
+        stopped.then_some(())
+    })
+    .await
+    .expect("the stopped session reaches the hub");
+    hub.shutdown().await;
+    agent.running.shutdown().await;
+}
