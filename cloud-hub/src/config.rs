@@ -7,6 +7,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub use shared_model::config_file::{ConfigError, ConfigErrors};
+use shared_model::config_file::{find_key_line, key_at_offset, line_of_offset};
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -189,48 +192,6 @@ impl fmt::Display for DbTarget {
     }
 }
 
-/// A configuration error with its location.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    pub line: Option<usize>,
-    pub key: Option<String>,
-    pub reason: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-        }
-        if let Some(key) = &self.key {
-            write!(f, ": key `{key}`")?;
-        }
-        write!(f, ": {}", self.reason)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// All errors found in one file (validation reports every problem, not just the first).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
-
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -259,7 +220,7 @@ impl Config {
         let mut err = |table: &str, key: &str, reason: String| {
             errors.push(ConfigError {
                 file: path.to_owned(),
-                line: find_key_line(text, table, key),
+                line: find_key_line(text, table, key, None),
                 key: Some(format!("{table}.{key}")),
                 reason,
             });
@@ -451,52 +412,6 @@ pub fn parse_database_url(url: &str, base: &Path) -> Result<DbTarget, String> {
     }
     let path = PathBuf::from(rest);
     Ok(DbTarget::Sqlite(if path.is_relative() { base.join(path) } else { path }))
-}
-
-fn line_of_offset(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
-}
-
-/// The dotted key at a byte offset: the nearest table header above it plus the key on
-/// that line, e.g. `mqtt.keep_alive_s`.
-fn key_at_offset(text: &str, offset: usize) -> Option<String> {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let line_start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
-    let line = text[line_start..].lines().next().unwrap_or("");
-    let table_line = line.trim();
-    if table_line.starts_with('[') {
-        return Some(table_line.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
-    }
-    let key = line.split('=').next().map(str::trim).filter(|k| !k.is_empty())?;
-    let table = text[..line_start]
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with('['))
-        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
-    Some(match table {
-        Some(t) => format!("{t}.{key}"),
-        None => key.to_owned(),
-    })
-}
-
-/// Finds the line of `key` inside `[table]`.
-fn find_key_line(text: &str, table: &str, key: &str) -> Option<usize> {
-    let mut current = String::new();
-    for (n, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line.starts_with('[') {
-            current = line.trim_matches(|c| c == '[' || c == ']').trim().to_owned();
-            continue;
-        }
-        if current == table && line.split('=').next().map(str::trim) == Some(key) {
-            return Some(n + 1);
-        }
-    }
-    None
 }
 
 #[cfg(test)]

@@ -5,12 +5,14 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use shared_model::ids::ChargePointId;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 mod energy;
 pub use energy::{BalancerSection, ChargerModelConfig, CircuitConfig, EnergyPlan, PhaseLimit, PointPlan, Quirk};
+pub(crate) use shared_model::config_file::find_key_line;
+pub use shared_model::config_file::{ConfigError, ConfigErrors};
+use shared_model::config_file::{key_at_offset, line_of_offset};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -364,48 +366,6 @@ fn parse_tcp_target(s: &str) -> Result<SocketAddr, String> {
     Err(format!("{s:?} is not IP:PORT (e.g. \"192.168.1.50:502\"); host names are not resolved"))
 }
 
-/// A configuration error with its location.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    pub line: Option<usize>,
-    pub key: Option<String>,
-    pub reason: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-        }
-        if let Some(key) = &self.key {
-            write!(f, ": key `{key}`")?;
-        }
-        write!(f, ": {}", self.reason)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// All errors found in one file (validation reports every problem, not just the first).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
-
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -712,56 +672,6 @@ impl Config {
 
 fn builtin_map_names() -> String {
     hardware::meter::BUILTIN_MAPS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-}
-
-fn line_of_offset(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
-}
-
-/// The dotted key at a byte offset: the nearest table header above it plus the key on
-/// that line, e.g. `ocpp.security_profile`.
-fn key_at_offset(text: &str, offset: usize) -> Option<String> {
-    let offset = offset.min(text.len());
-    let line_start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
-    let line = text[line_start..].lines().next().unwrap_or("");
-    let key = line.split('=').next().map(str::trim).filter(|k| !k.is_empty() && !k.starts_with('['))?;
-    let table = text[..line_start]
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with('['))
-        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
-    Some(match table {
-        Some(t) => format!("{t}.{key}"),
-        None => key.to_owned(),
-    })
-}
-
-/// Finds the line of `key` inside `[table]` (or the `index`-th `[[table]]`).
-pub(crate) fn find_key_line(text: &str, table: &str, key: &str, index: Option<usize>) -> Option<usize> {
-    let mut current: Option<String> = None;
-    let mut array_index: i64 = -1;
-    for (n, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line.starts_with("[[") {
-            let name = line.trim_matches(|c| c == '[' || c == ']').trim().to_owned();
-            if name == table {
-                array_index += 1;
-            }
-            current = Some(name);
-            continue;
-        }
-        if line.starts_with('[') {
-            current = Some(line.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
-            continue;
-        }
-        let in_table = current.as_deref().unwrap_or("") == table;
-        let index_ok = index.is_none_or(|i| array_index == i as i64);
-        if in_table && index_ok && line.split('=').next().map(str::trim) == Some(key) {
-            return Some(n + 1);
-        }
-    }
-    None
 }
 
 #[cfg(test)]

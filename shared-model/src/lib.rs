@@ -14,6 +14,7 @@
 //! assert!(matches!(frame, Frame::Call(ref c) if c.action == "Heartbeat"));
 //! ```
 
+pub mod config_file;
 pub mod events;
 pub mod ids;
 pub mod model;
