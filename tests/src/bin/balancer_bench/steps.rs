@@ -48,9 +48,9 @@ pub struct PhaseResult {
 pub enum Until {
     /// Nothing more (waiting for the site to settle).
     Quiet,
-    /// A limit changed, or this long passed without one. A step down waits longer than a
-    /// step up: the loop holds the building load it saw while an EV follows a new limit
-    /// (`settle_ms`), so it sees the load go away only after that.
+    /// A limit changed, or this long passed without one. A step down may wait longer than a
+    /// step up: the loop may hold the building load it saw while an EV follows a new limit
+    /// (up to its `settle_ms`) before it takes the load as gone.
     Reaction(Duration),
 }
 
