@@ -14,7 +14,7 @@ use crate::config::{BrokerPlan, Config};
 use crate::db::Store;
 use crate::metrics::{Metrics, ReasonLabels};
 use crate::sync::{self, SyncHandle, SyncSettings};
-use crate::{fleet, http, sites};
+use crate::{billing, fleet, http, sites};
 
 /// A running hub.
 pub struct Running {
@@ -26,11 +26,14 @@ pub struct Running {
     pub embedded_broker: Option<SocketAddr>,
     pub store: Store,
     pub metrics: Arc<Metrics>,
+    /// OCPI, when `[ocpi] enabled`.
+    pub ocpi: Option<crate::ocpi::Service>,
     sync: SyncHandle,
     broker: Option<EmbeddedBroker>,
     http_stop: oneshot::Sender<()>,
     http_task: JoinHandle<()>,
     auth_task: Option<JoinHandle<()>>,
+    billing_task: Option<JoinHandle<()>>,
 }
 
 /// Starts a hub. With the embedded broker it returns once the hub's own client is
@@ -98,16 +101,33 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
     let http_addr = listener.local_addr().context("HTTP listener address")?;
+    let (billing, billing_task) = if config.billing.enabled {
+        let handle = billing::worker::BillingHandle::default();
+        let interval = Duration::from_secs(config.billing.interval_s);
+        let task = tokio::spawn(billing::worker::run(store.clone(), handle.clone(), interval));
+        (Some(handle), Some(task))
+    } else {
+        (None, None)
+    };
     let api = fleet::ApiState::new(
         store.clone(),
         metrics.clone(),
         sync.client(),
         fleet::ApiSettings { command_expiry_s: config.api.command_expiry_s },
-    );
-    let app = http::router(
+    )
+    .with_billing(billing, &config.billing.issuer);
+    let mut app = http::router(
         http::HttpState { store: store.clone(), metrics: metrics.clone(), mqtt_ready: sync.ready_watch() },
         api,
     );
+    app = app.merge(crate::dashboard::router(store.clone()));
+    let ocpi = if config.ocpi.enabled {
+        let service = crate::ocpi::Service::start(&config.ocpi, store.clone(), http_addr).await?;
+        app = crate::ocpi::mount(app, service.state.clone());
+        Some(service)
+    } else {
+        None
+    };
     let (http_stop, stopped) = oneshot::channel::<()>();
     let http_task = tokio::spawn(async move {
         let served = axum::serve(listener, app).with_graceful_shutdown(async {
@@ -124,11 +144,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         embedded_broker,
         store,
         metrics,
+        ocpi,
         sync,
         broker,
         http_stop,
         http_task,
         auth_task,
+        billing_task,
     })
 }
 
@@ -140,9 +162,15 @@ impl Running {
 
     /// Stops everything: MQTT client and workers, HTTP, the embedded broker, the pool.
     pub async fn shutdown(self) {
+        if let Some(task) = self.billing_task {
+            task.abort();
+        }
         self.sync.stop().await;
         let _ = self.http_stop.send(());
         let _ = self.http_task.await;
+        if let Some(ocpi) = self.ocpi {
+            ocpi.stop().await;
+        }
         if let Some(broker) = self.broker {
             broker.stop().await;
         }

@@ -1,5 +1,5 @@
-//! The command line: `cloud-hub run | check-config | site add | site list | apikey add |
-//! apikey list | apikey revoke | openapi`.
+//! The command line: `cloud-hub run | check-config | site add | site list | site
+//! rotate-password | mosquitto-files | apikey add | apikey list | apikey revoke | openapi`.
 
 use clap::{Parser, Subcommand};
 use std::net::IpAddr;
@@ -38,10 +38,28 @@ enum Command {
         #[command(subcommand)]
         command: SiteCommand,
     },
+    /// Write Mosquitto's password file and ACL file for the sites (for an external
+    /// Mosquitto 2.x broker instead of the embedded one).
+    MosquittoFiles {
+        /// The TOML config file (for the database and the hub's [mqtt] username and password).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Where to write the password file (mosquitto.conf `password_file`; mode 0600).
+        #[arg(long)]
+        passwd: PathBuf,
+        /// Where to write the ACL file (mosquitto.conf `acl_file`).
+        #[arg(long)]
+        acl: PathBuf,
+    },
     /// Manage the API keys of the fleet REST API (/api/v1).
     Apikey {
         #[command(subcommand)]
         command: ApikeyCommand,
+    },
+    /// Manage the dashboard's users (log-in at `/`).
+    User {
+        #[command(subcommand)]
+        command: crate::dashboard::cli::UserCommand,
     },
     /// Print the fleet API's OpenAPI 3.1 document (the same as GET /api/v1/openapi.json).
     Openapi,
@@ -100,6 +118,15 @@ enum SiteCommand {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Give a site a new MQTT password (the old one stops working at its next login):
+    /// prints it once, like `site add`.
+    RotatePassword {
+        /// The site's id.
+        site_id: String,
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 /// Runs the command line; the process exit code.
@@ -121,6 +148,13 @@ pub fn main() -> ExitCode {
             with_config(&config, |c| async move { site_add(c, &name, id.as_deref()).await })
         }
         Command::Site { command: SiteCommand::List { config } } => with_config(&config, site_list),
+        Command::Site { command: SiteCommand::RotatePassword { site_id, config } } => {
+            with_config(&config, |c| async move { site_rotate_password(c, &site_id).await })
+        }
+        Command::MosquittoFiles { config, passwd, acl } => {
+            let path = config.clone();
+            with_config(&config, |c| async move { mosquitto_files(c, &path, &passwd, &acl).await })
+        }
         Command::Apikey { command: ApikeyCommand::Add { name, role, config } } => {
             with_config(&config, |c| async move { apikey_add(c, &name, role).await })
         }
@@ -128,6 +162,7 @@ pub fn main() -> ExitCode {
         Command::Apikey { command: ApikeyCommand::Revoke { key, config } } => {
             with_config(&config, |c| async move { apikey_revoke(c, &key).await })
         }
+        Command::User { command } => command.run(),
         Command::Openapi => {
             let doc = crate::fleet::openapi::document(&crate::fleet::routes());
             match serde_json::to_string_pretty(&doc) {
@@ -145,7 +180,7 @@ pub fn main() -> ExitCode {
 }
 
 /// Loads the config and runs `f` on a small runtime.
-fn with_config<F, Fut>(path: &Path, f: F) -> ExitCode
+pub(crate) fn with_config<F, Fut>(path: &Path, f: F) -> ExitCode
 where
     F: FnOnce(Config) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
@@ -194,14 +229,40 @@ async fn site_add(config: Config, name: &str, id: Option<&str>) -> anyhow::Resul
     let result = crate::sites::add_site(&store, name, id, &config.mqtt.username).await;
     store.close().await;
     let creds = result?;
-    let (url, public) = broker_url_for_sites(&config);
     println!("site added");
+    print_credentials(&config, &creds);
+    Ok(())
+}
+
+async fn site_rotate_password(config: Config, site_id: &str) -> anyhow::Result<()> {
+    let store = crate::db::Store::connect(&config.db, 1).await?;
+    let result = crate::sites::rotate_password(&store, site_id).await;
+    store.close().await;
+    let creds = result?;
+    println!("site password changed (connections already open stay open)");
+    print_credentials(&config, &creds);
+    Ok(())
+}
+
+/// What `site add` and `site rotate-password` print: the credentials (shown once), and
+/// the lines for the site's edge-agent config.
+fn print_credentials(config: &Config, creds: &crate::sites::SiteCredentials) {
+    let (url, public) = broker_url_for_sites(config);
     println!("  id:            {}", creds.site_id);
     println!("  name:          {}", creds.name);
     println!("  MQTT username: {}", creds.mqtt_username);
     println!("  MQTT password: {}", creds.mqtt_password);
     println!();
-    println!("The password is shown only now (the hub keeps an argon2id hash of it).");
+    println!(
+        "The password is shown only now (the hub keeps an argon2id hash of it, and the PBKDF2 hash Mosquitto's \
+         password file takes)."
+    );
+    if let BrokerPlan::External { .. } = config.broker {
+        println!(
+            "With Mosquitto as the broker, it works once `cloud-hub mosquitto-files` has written the files again \
+             and Mosquitto has reloaded them (SIGHUP)."
+        );
+    }
     if !public {
         println!(
             "The broker address below is the hub's own view{}: the site may need another one (set mqtt.public_url).",
@@ -210,7 +271,83 @@ async fn site_add(config: Config, name: &str, id: Option<&str>) -> anyhow::Resul
     }
     println!("Paste into the site's edge-agent config:");
     println!();
-    print!("{}", crate::sites::edge_config_snippet(&creds, &url));
+    print!("{}", crate::sites::edge_config_snippet(creds, &url));
+}
+
+/// `cloud-hub mosquitto-files`: writes both files, then says how Mosquitto uses them.
+async fn mosquitto_files(config: Config, path: &Path, passwd: &Path, acl: &Path) -> anyhow::Result<()> {
+    use crate::mosquitto::SkipReason;
+    use anyhow::Context as _;
+
+    let passwd = std::path::absolute(passwd).with_context(|| format!("bad path {}", passwd.display()))?;
+    let acl = std::path::absolute(acl).with_context(|| format!("bad path {}", acl.display()))?;
+    if passwd == acl {
+        anyhow::bail!("the password file and the ACL file must be two files, not both {}", passwd.display());
+    }
+    let store = crate::db::Store::connect(&config.db, 1).await?;
+    let files = crate::mosquitto::generate(&store, &config.mqtt).await;
+    store.close().await;
+    let files = files?;
+    crate::mosquitto::write_atomically(&passwd, &files.passwd, 0o600)
+        .with_context(|| format!("cannot write the password file {}", passwd.display()))?;
+    crate::mosquitto::write_atomically(&acl, &files.acl, 0o644)
+        .with_context(|| format!("cannot write the ACL file {}", acl.display()))?;
+
+    let hub = &config.mqtt.username;
+    for skipped in &files.skipped {
+        let site = &skipped.site_id;
+        match skipped.reason {
+            SkipReason::NoHash => eprintln!(
+                "cloud-hub: warning: site {site:?} is not in the password file: it was added before the hub kept \
+                 Mosquitto password hashes, and its password is not stored; give it a new one with `cloud-hub site \
+                 rotate-password {site} --config {}`, put that into the site's edge-agent config, and run this \
+                 command again",
+                path.display()
+            ),
+            SkipReason::HubUser => eprintln!(
+                "cloud-hub: warning: site {site:?} is not in the password file: its id is the hub's MQTT user name \
+                 ([mqtt] username), and as that user it would read and write every site's topics"
+            ),
+            SkipReason::InvalidId => {
+                eprintln!("cloud-hub: warning: site {site:?} is not in the password file: not a valid site id")
+            }
+        }
+    }
+    if !files.hub_user_included {
+        eprintln!(
+            "cloud-hub: warning: the hub's user {hub:?} is not in the password file: [mqtt] password is not set in \
+             {}, and without one the hub connects to the broker without a user name, which Mosquitto refuses \
+             under `allow_anonymous false`; set [mqtt] password and run this command again",
+            path.display()
+        );
+    }
+    if let BrokerPlan::Embedded { .. } = config.broker {
+        eprintln!(
+            "cloud-hub: note: {} runs the embedded broker ([mqtt] url is not set); these files are for running \
+             the hub with Mosquitto instead",
+            path.display()
+        );
+    }
+
+    let sites = if files.sites == 1 { "1 site".to_owned() } else { format!("{} sites", files.sites) };
+    let hub_line = if files.hub_user_included { format!(" and the hub's user {hub:?}") } else { String::new() };
+    println!("wrote {} ({sites}{hub_line}; mode 0600)", passwd.display());
+    println!(
+        "wrote {} (the hub's user {hub:?} reads every site's up/ topics and writes their down/ topics; each site \
+         only its own)",
+        acl.display()
+    );
+    println!();
+    println!("In mosquitto.conf (Mosquitto 2.x):");
+    println!();
+    println!("  allow_anonymous false");
+    println!("  password_file {}", passwd.display());
+    println!("  acl_file {}", acl.display());
+    println!();
+    println!("Mosquitto reads both files at start and again on SIGHUP (`systemctl reload mosquitto` or");
+    println!("`kill -HUP <pid>`): after every `site add` or `site rotate-password`, run this command again, then");
+    println!("reload. The password file is for its owner only: make that the user Mosquitto runs as (it drops");
+    println!("root to the user `mosquitto` before reading), e.g. `chown mosquitto: {}`.", passwd.display());
     Ok(())
 }
 

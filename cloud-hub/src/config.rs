@@ -24,6 +24,11 @@ pub struct Config {
     pub ingest: IngestConfig,
     #[serde(default)]
     pub api: ApiConfig,
+    #[serde(default)]
+    pub billing: BillingConfig,
+    /// `[ocpi]`: OCPI 2.2.1, CPO role (see [`crate::ocpi::config`]).
+    #[serde(default)]
+    pub ocpi: crate::ocpi::config::OcpiConfig,
     /// Resolved from `[mqtt]` by [`Config::parse`].
     #[serde(skip)]
     pub broker: BrokerPlan,
@@ -140,6 +145,25 @@ pub struct ApiConfig {
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig { command_expiry_s: 3600 }
+    }
+}
+
+/// `[billing]`: CDRs and invoices.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingConfig {
+    /// Price finished sessions into CDRs (a replica may leave it to the others).
+    pub enabled: bool,
+    /// Seconds between the billing worker's passes (1 to 3600); a tariff assignment
+    /// wakes it at once.
+    pub interval_s: u64,
+    /// Who issues the invoices, as printed on them (name and address).
+    pub issuer: String,
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        BillingConfig { enabled: true, interval_s: 2, issuer: "Sitepilot charging".to_owned() }
     }
 }
 
@@ -328,6 +352,16 @@ impl Config {
             );
         }
 
+        // [billing]
+        if !(1..=3600).contains(&config.billing.interval_s) {
+            err("billing", "interval_s", format!("{} s: use 1 to 3600", config.billing.interval_s));
+        }
+        if config.billing.issuer.trim().is_empty() {
+            err("billing", "issuer", "must not be empty: it is printed on every invoice".into());
+        }
+        // [ocpi]
+        crate::ocpi::config::validate(&config.ocpi, &mut err);
+
         if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
     }
 
@@ -438,6 +472,10 @@ mod tests {
         assert_eq!((e.0[0].key.as_deref(), e.0[0].line), (Some("api.command_expiry_s"), Some(2)));
         assert!(parse("[api]\ncommand_expiry_s = 604800\n").is_ok());
         assert!(parse("[api]\ncommand_expiry_s = 604801\n").is_err());
+        let e = parse("[billing]\ninterval_s = 0\n").expect_err("invalid");
+        assert_eq!((e.0[0].key.as_deref(), e.0[0].line), (Some("billing.interval_s"), Some(2)));
+        let e = parse("[billing]\nissuer = \" \"\n").expect_err("invalid");
+        assert_eq!(e.0[0].key.as_deref(), Some("billing.issuer"));
     }
 
     #[test]

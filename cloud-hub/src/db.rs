@@ -218,7 +218,7 @@ pub enum Tx {
 
 /// The schema versions, in order: `(version, description, SQLite text, PostgreSQL text)`.
 /// Applied migrations are checksummed by sqlx: never edit one, add the next.
-const MIGRATIONS: [(i64, &str, &str, &str); 2] = [
+const MIGRATIONS: [(i64, &str, &str, &str); 6] = [
     (
         1,
         "sync",
@@ -230,6 +230,30 @@ const MIGRATIONS: [(i64, &str, &str, &str); 2] = [
         "fleet_api",
         include_str!("../migrations/sqlite/0002_fleet_api.sql"),
         include_str!("../migrations/postgres/0002_fleet_api.sql"),
+    ),
+    (
+        3,
+        "mosquitto",
+        include_str!("../migrations/sqlite/0003_mosquitto.sql"),
+        include_str!("../migrations/postgres/0003_mosquitto.sql"),
+    ),
+    (
+        4,
+        "ocpi",
+        include_str!("../migrations/sqlite/0004_ocpi.sql"),
+        include_str!("../migrations/postgres/0004_ocpi.sql"),
+    ),
+    (
+        5,
+        "billing",
+        include_str!("../migrations/sqlite/0005_billing.sql"),
+        include_str!("../migrations/postgres/0005_billing.sql"),
+    ),
+    (
+        6,
+        "dashboard",
+        include_str!("../migrations/sqlite/0006_dashboard.sql"),
+        include_str!("../migrations/postgres/0006_dashboard.sql"),
     ),
 ];
 
@@ -384,6 +408,24 @@ impl Tx {
             Tx::Sqlite(tx) => bind_all!(sqlx::query(sql), args).execute(&mut **tx).await?.rows_affected(),
             Tx::Postgres(tx) => bind_all!(sqlx::query(sql), args).execute(&mut **tx).await?.rows_affected(),
         })
+    }
+
+    /// Reads every row of a query as `types`.
+    pub async fn fetch(&mut self, sql: &'static str, args: &[Val], types: &[Ty]) -> Result<Vec<Row>, DbError> {
+        let mut out = Vec::new();
+        match self {
+            Tx::Sqlite(tx) => {
+                for row in bind_all!(sqlx::query(sql), args).fetch_all(&mut **tx).await? {
+                    out.push(decode_row!(row, types, sql));
+                }
+            }
+            Tx::Postgres(tx) => {
+                for row in bind_all!(sqlx::query(sql), args).fetch_all(&mut **tx).await? {
+                    out.push(decode_row!(row, types, sql));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The first row of a query, if any.

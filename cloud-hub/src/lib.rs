@@ -27,20 +27,25 @@
 //!
 //! Modules: [`config`], [`db`] (both databases, migrations), [`ingest`] (applying
 //! batches), [`sync`] (the MQTT client and workers), [`commands`] (commands down, results
-//! up), [`broker`] (the embedded broker and its ACL), [`sites`] (provisioning), [`auth`]
-//! (API keys and roles), [`fleet`] (the REST API), [`http`], [`metrics`], [`app`],
-//! [`cli`].
+//! up), [`broker`] (the embedded broker and its ACL), [`sites`] (provisioning),
+//! [`mosquitto`] (password and ACL files for an external Mosquitto), [`auth`] (API keys
+//! and roles), [`fleet`] (the REST API), [`billing`] (tariffs, CDRs, invoices), [`ocpi`]
+//! (OCPI 2.2.1, CPO role), [`http`], [`metrics`], [`app`], [`cli`].
 
 pub mod app;
 pub mod auth;
+pub mod billing;
 pub mod broker;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod dashboard;
 pub mod db;
 pub mod fleet;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod mosquitto;
+pub mod ocpi;
 pub mod sites;
 pub mod sync;

@@ -1,5 +1,7 @@
 //! Site provisioning: `cloud-hub site add NAME` creates a site with its MQTT credentials
-//! (user name = site id, a random password of which only an argon2id hash is kept).
+//! (user name = site id, a random password of which only hashes are kept: argon2id for the
+//! embedded broker, and the PBKDF2 one of Mosquitto's password file, see
+//! [`crate::mosquitto`]); `cloud-hub site rotate-password ID` gives it a new password.
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -23,11 +25,14 @@ pub enum SiteError {
     HubUser(String),
     #[error("cannot hash the password: {0}")]
     Hash(String),
+    #[error("no site with id {0:?}")]
+    NotFound(String),
     #[error(transparent)]
     Db(#[from] DbError),
 }
 
-/// What `site add` hands out (the password exists only here; it is not stored).
+/// What `site add` and `site rotate-password` hand out (the password exists only here;
+/// it is not stored).
 #[derive(Debug, Clone)]
 pub struct SiteCredentials {
     pub site_id: String,
@@ -120,17 +125,41 @@ pub async fn add_site(
     }
     let password = generate_password();
     let hash = hash_password(&password)?;
+    let mosquitto_hash = crate::mosquitto::hash_password(&password);
     let inserted = store
         .exec(
-            "INSERT INTO sites (id, name, mqtt_password_hash, created_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (id) DO NOTHING",
-            &[site_id.as_str().into(), name.into(), hash.into(), Utc::now().into()],
+            "INSERT INTO sites (id, name, mqtt_password_hash, mosquitto_password_hash, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+            &[site_id.as_str().into(), name.into(), hash.into(), mosquitto_hash.into(), Utc::now().into()],
         )
         .await?;
     if inserted == 0 {
         return Err(SiteError::Exists(site_id));
     }
     Ok(SiteCredentials { mqtt_username: site_id.clone(), site_id, name: name.to_owned(), mqtt_password: password })
+}
+
+/// Gives a site a new random MQTT password (both hashes replaced at once). The embedded
+/// broker takes it at the site's next login; an external Mosquitto once its password
+/// file is written again and reloaded. Connections already open stay open.
+pub async fn rotate_password(store: &Store, site_id: &str) -> Result<SiteCredentials, SiteError> {
+    let password = generate_password();
+    let hash = hash_password(&password)?;
+    let mosquitto_hash = crate::mosquitto::hash_password(&password);
+    let row = store
+        .fetch_opt(
+            "UPDATE sites SET mqtt_password_hash = $2, mosquitto_password_hash = $3 WHERE id = $1 RETURNING name",
+            &[site_id.into(), hash.into(), mosquitto_hash.into()],
+            &[Ty::Text],
+        )
+        .await?
+        .ok_or_else(|| SiteError::NotFound(site_id.to_owned()))?;
+    Ok(SiteCredentials {
+        site_id: site_id.to_owned(),
+        name: row.text(0).unwrap_or_default().to_owned(),
+        mqtt_username: site_id.to_owned(),
+        mqtt_password: password,
+    })
 }
 
 /// The site's MQTT password hash, if the site exists.

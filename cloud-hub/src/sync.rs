@@ -271,6 +271,9 @@ async fn on_batch(ctx: &Ctx, site: &str, payload: &[u8]) -> Result<(), Reject> {
             "batch does not continue where the site stands: not applied"
         ),
     }
+    if let ingest::Outcome::Applied { .. } = applied.outcome {
+        crate::dashboard::live::changed(site);
+    }
     publish_ack(ctx, site, applied.applied_through).await;
     Ok(())
 }
@@ -363,6 +366,7 @@ async fn on_status(ctx: &Ctx, site: &str, payload: &[u8]) -> Result<(), Reject> 
         return Err(Reject::UnknownSite(site.to_owned()));
     }
     tracing::info!(site, online = status.online, "site status");
+    crate::dashboard::live::changed(site);
     Ok(())
 }
 

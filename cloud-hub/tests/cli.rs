@@ -82,6 +82,8 @@ fn help_on_every_command() {
         vec!["site", "--help"],
         vec!["site", "add", "--help"],
         vec!["site", "list", "--help"],
+        vec!["site", "rotate-password", "--help"],
+        vec!["mosquitto-files", "--help"],
         vec!["apikey", "--help"],
         vec!["apikey", "add", "--help"],
         vec!["apikey", "list", "--help"],
@@ -134,6 +136,71 @@ fn site_add_creates_the_site_and_prints_the_edge_config() {
     let list = text(&run(&["site", "list", "--config", &config]).stdout);
     assert!(list.contains(&id) && list.contains("chosen-1"), "{list}");
     assert!(!list.contains(&password), "the password is not stored");
+}
+
+#[test]
+fn mosquitto_files_hold_the_sites_passwords_and_rotate_password_changes_them() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config =
+        write(dir.path(), "hub.toml", "[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n[database]\nurl = \"sqlite://hub.db\"\n");
+    let out = run(&["site", "add", "Depot", "--config", &config]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("`cloud-hub mosquitto-files`"), "external broker: says how the site gets in: {stdout}");
+    let value = |stdout: &str, name: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_owned()))
+            .unwrap_or_else(|| panic!("{name} in {stdout}"))
+    };
+    let (id, password) = (value(&stdout, "id:"), value(&stdout, "MQTT password:"));
+
+    let passwd = dir.path().join("passwd").display().to_string();
+    let acl = dir.path().join("acl").display().to_string();
+    let generate = || run(&["mosquitto-files", "--config", &config, "--passwd", &passwd, "--acl", &acl]);
+    let hash_of = |site: &str| {
+        let file = std::fs::read_to_string(&passwd).expect("the password file");
+        let users: Vec<(&str, &str)> =
+            file.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split_once(':')).collect();
+        assert_eq!(users.len(), 1, "only the site (the hub has no password here): {file}");
+        assert_eq!(users[0].0, site, "{file}");
+        users[0].1.to_owned()
+    };
+    let out = generate();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr)
+            .contains("the hub's user \"sitepilot-hub\" is not in the password file: [mqtt] password is not set"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains("(1 site; mode 0600)"), "{}", text(&out.stdout));
+    let hash = hash_of(&id);
+    assert!(cloud_hub::mosquitto::verify_password(&password, &hash), "{hash}");
+    let acl_text = std::fs::read_to_string(&acl).expect("the ACL file");
+    assert!(acl_text.contains("user sitepilot-hub\ntopic read sitepilot/v1/+/up/#\n"), "{acl_text}");
+    assert!(acl_text.contains("pattern read sitepilot/v1/%u/down/#"), "{acl_text}");
+
+    // A new password replaces both hashes; the old one no longer verifies.
+    let out = run(&["site", "rotate-password", &id, "--config", &config]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let new_password = value(&text(&out.stdout), "MQTT password:");
+    assert_ne!(new_password, password);
+    assert!(generate().status.success());
+    let hash = hash_of(&id);
+    assert!(cloud_hub::mosquitto::verify_password(&new_password, &hash), "{hash}");
+    assert!(!cloud_hub::mosquitto::verify_password(&password, &hash), "{hash}");
+
+    let out = run(&["site", "rotate-password", "nobody", "--config", &config]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no site with id \"nobody\""), "{}", text(&out.stderr));
+    let out = run(&["mosquitto-files", "--config", &config, "--passwd", &passwd, "--acl", &passwd]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("must be two files"), "{}", text(&out.stderr));
+    let missing = dir.path().join("no/such/dir/passwd").display().to_string();
+    let out = run(&["mosquitto-files", "--config", &config, "--passwd", &missing, "--acl", &acl]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains(&format!("cannot write the password file {missing}")), "{}", text(&out.stderr));
 }
 
 #[test]

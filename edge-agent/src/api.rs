@@ -95,7 +95,8 @@ type ApiResult<T> = Result<T, ApiError>;
 
 /// Serves the API until shutdown.
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
-    let app = router(shared);
+    // The installer page's event streams end on shutdown (they would hold it up).
+    let app = router(shared).layer(axum::Extension(crate::ui::Shutdown(shutdown.clone())));
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.changed().await;
@@ -128,6 +129,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/balancer", get(get_balancer))
         .route("/api/v1/balancer/limits", get(get_limits).put(put_limits))
         .route("/api/v1/sync", get(get_sync))
+        // The installer page at `/` and its assets and event stream under `/ui/`.
+        .merge(crate::ui::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not found", "no such endpoint") })
         .with_state(shared)
 }

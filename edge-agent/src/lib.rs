@@ -28,3 +28,4 @@ pub mod metrics;
 pub mod ocpp;
 pub mod store;
 pub mod sync;
+pub mod ui;

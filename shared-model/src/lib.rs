@@ -7,6 +7,7 @@
 //! - [`ids`]: validated identifiers.
 //! - [`site`]: the site's supply phases and how chargers are wired to them.
 //! - [`sync`]: the edge ↔ hub sync protocol over MQTT (see `shared-model/SYNC.md`).
+//! - [`tariff`]: OCPI 2.2.1 tariffs and the engine that prices a session into CDR periods.
 //!
 //! ```
 //! use shared_model::ocpp::framing::Frame;
@@ -18,6 +19,8 @@ pub mod config_file;
 pub mod events;
 pub mod ids;
 pub mod model;
+pub mod ocpi;
 pub mod ocpp;
 pub mod site;
 pub mod sync;
+pub mod tariff;

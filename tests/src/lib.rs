@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+pub mod browser;
+
 use anyhow::{Context, anyhow};
 use base64::Engine;
 use edge_agent::config::Config;

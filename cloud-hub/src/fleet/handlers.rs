@@ -33,7 +33,7 @@ fn check_site_id(site: &str) -> ApiResult<()> {
 }
 
 /// 404 unless the site exists.
-async fn require_site(state: &ApiState, site: &str) -> ApiResult<()> {
+pub(crate) async fn require_site(state: &ApiState, site: &str) -> ApiResult<()> {
     check_site_id(site)?;
     match views::site_exists(&state.store, site).await {
         Ok(true) => Ok(()),
@@ -186,7 +186,7 @@ pub async fn get_session(
 
 /// Whether the body is declared JSON (`application/json`, any parameters, or a
 /// `+json` type).
-fn is_json(headers: &HeaderMap) -> bool {
+pub(crate) fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

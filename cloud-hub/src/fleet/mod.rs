@@ -68,6 +68,10 @@ pub struct ApiState {
     pub openapi: Arc<serde_json::Value>,
     /// When each key's `last_used_at` was last written (at most once a minute).
     touched: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Wakes the billing worker (absent when billing is off on this replica).
+    pub billing: Option<crate::billing::worker::BillingHandle>,
+    /// Who issues invoices (`[billing] issuer`).
+    pub issuer: Arc<str>,
 }
 
 impl ApiState {
@@ -79,7 +83,16 @@ impl ApiState {
             settings,
             openapi: Arc::new(openapi::document(&routes())),
             touched: Arc::new(Mutex::new(HashMap::new())),
+            billing: None,
+            issuer: "Sitepilot charging".into(),
         }
+    }
+
+    /// With billing: the worker to wake and the issuer printed on invoices.
+    pub fn with_billing(mut self, billing: Option<crate::billing::worker::BillingHandle>, issuer: &str) -> Self {
+        self.billing = billing;
+        self.issuer = issuer.into();
+        self
     }
 
     /// Whether to write the key's `last_used_at` now.
@@ -101,6 +114,7 @@ impl ApiState {
 pub enum Verb {
     Get,
     Post,
+    Put,
 }
 
 impl Verb {
@@ -108,6 +122,7 @@ impl Verb {
         match self {
             Verb::Get => Method::GET,
             Verb::Post => Method::POST,
+            Verb::Put => Method::PUT,
         }
     }
 
@@ -115,6 +130,7 @@ impl Verb {
         match self {
             Verb::Get => MethodFilter::GET,
             Verb::Post => MethodFilter::POST,
+            Verb::Put => MethodFilter::PUT,
         }
     }
 
@@ -123,6 +139,7 @@ impl Verb {
         match self {
             Verb::Get => "get",
             Verb::Post => "post",
+            Verb::Put => "put",
         }
     }
 }
@@ -152,7 +169,7 @@ pub struct Route {
     handler: MethodRouter<ApiState>,
 }
 
-fn route<H, T>(verb: Verb, path: &'static str, role: Role, handler: H, doc: Doc) -> Route
+pub(crate) fn route<H, T>(verb: Verb, path: &'static str, role: Role, handler: H, doc: Doc) -> Route
 where
     H: Handler<T, ApiState>,
     T: 'static,
@@ -160,20 +177,25 @@ where
     Route { verb, path, role, doc, handler: axum::routing::on(verb.filter(), handler) }
 }
 
-const fn doc(operation_id: &'static str, tag: &'static str, summary: &'static str, ok: (u16, &'static str)) -> Doc {
+pub(crate) const fn doc(
+    operation_id: &'static str,
+    tag: &'static str,
+    summary: &'static str,
+    ok: (u16, &'static str),
+) -> Doc {
     Doc { operation_id, tag, summary, description: "", query: &[], body: None, ok }
 }
 
 impl Doc {
-    const fn query(mut self, query: &'static [Param]) -> Self {
+    pub(crate) const fn query(mut self, query: &'static [Param]) -> Self {
         self.query = query;
         self
     }
-    const fn body(mut self, schema: &'static str) -> Self {
+    pub(crate) const fn body(mut self, schema: &'static str) -> Self {
         self.body = Some(schema);
         self
     }
-    const fn describe(mut self, description: &'static str) -> Self {
+    pub(crate) const fn describe(mut self, description: &'static str) -> Self {
         self.description = description;
         self
     }
@@ -248,7 +270,7 @@ pub fn routes() -> Vec<Route> {
     use Role::{Admin, FleetManager, Viewer};
     use Verb::{Get, Post};
     use handlers::*;
-    vec![
+    let mut routes = vec![
         route(
             Get,
             "/sites",
@@ -392,6 +414,142 @@ pub fn routes() -> Vec<Route> {
                 "Authenticated like every `/api/v1` route (any role). `cloud-hub openapi` prints the same \
                  document without a running hub or a key.",
             ),
+        ),
+    ];
+    routes.extend(billing_routes());
+    routes
+}
+
+/// The billing routes (handlers in [`crate::billing::api`]).
+fn billing_routes() -> Vec<Route> {
+    use crate::billing::api::*;
+    use Role::{Admin, FleetManager, Viewer};
+    use Verb::{Get, Post, Put};
+    vec![
+        route(
+            Get,
+            "/tariffs",
+            Viewer,
+            list_tariffs,
+            doc("listTariffs", "billing", "List tariffs", (200, "TariffPage")).query(TARIFFS_QUERY),
+        ),
+        route(
+            Get,
+            "/tariffs/{tariff_id}",
+            Viewer,
+            get_tariff,
+            doc("getTariff", "billing", "Get a tariff", (200, "Tariff")),
+        ),
+        route(
+            Put,
+            "/tariffs/{tariff_id}",
+            Admin,
+            put_tariff,
+            doc("putTariff", "billing", "Create or change a tariff", (200, "TariffStored")).body("Tariff").describe(
+                "The body is an OCPI 2.2.1 Tariff (its `id` the path's); the tariff engine checks it (currency, \
+                 elements, components, restrictions) and a 422 says what is wrong. 201 when created. \
+                 `last_updated` is set by the hub and moves only when the content changes. The sites whose \
+                 tariff in force it is are sent the new version (SetTariff).",
+            ),
+        ),
+        route(
+            Get,
+            "/sites/{site}/tariffs",
+            Viewer,
+            list_site_tariffs,
+            doc("listSiteTariffs", "billing", "A site's tariffs over time", (200, "SiteTariffList")),
+        ),
+        route(
+            Post,
+            "/sites/{site}/tariffs",
+            FleetManager,
+            assign_site_tariff,
+            doc("assignSiteTariff", "billing", "Give a site a tariff", (201, "SiteTariffAssigned"))
+                .body("SiteTariffRequest")
+                .describe(
+                    "Sessions that start at or after `valid_from` are priced with it, in `time_zone`; the \
+                     tariff is sent to the site (SetTariff) for its installer page and receipts.",
+                ),
+        ),
+        route(
+            Get,
+            "/customers",
+            Viewer,
+            list_customers,
+            doc("listCustomers", "billing", "List customers", (200, "CustomerPage")).query(CUSTOMERS_QUERY),
+        ),
+        route(
+            Post,
+            "/customers",
+            FleetManager,
+            add_customer,
+            doc("addCustomer", "billing", "Add a customer", (201, "Customer")).body("CustomerRequest"),
+        ),
+        route(
+            Get,
+            "/customers/{customer_id}",
+            Viewer,
+            get_customer,
+            doc("getCustomer", "billing", "Get a customer with its id tags", (200, "Customer")),
+        ),
+        route(
+            Post,
+            "/customers/{customer_id}/id-tags",
+            FleetManager,
+            add_customer_id_tag,
+            doc("addCustomerIdTag", "billing", "Bill an id tag's sessions to the customer", (200, "Customer"))
+                .body("IdTagRequest"),
+        ),
+        route(
+            Get,
+            "/cdrs",
+            Viewer,
+            list_cdrs,
+            doc("listCdrs", "billing", "List CDRs, newest end first", (200, "CdrPage")).query(CDRS_QUERY),
+        ),
+        route(Get, "/cdrs/{cdr_id}", Viewer, get_cdr, doc("getCdr", "billing", "Get a CDR", (200, "Cdr"))),
+        route(
+            Post,
+            "/cdrs/{cdr_id}/credit",
+            Admin,
+            credit_cdr,
+            doc("creditCdr", "billing", "Credit a CDR", (201, "Cdr")).body("CreditRequest").describe(
+                "Issues a credit CDR cancelling the debit CDR (a refund); 409 when it is a credit or already \
+                 credited. CDRs are never changed or deleted.",
+            ),
+        ),
+        route(
+            Post,
+            "/invoices",
+            FleetManager,
+            create_invoice,
+            doc("createInvoice", "billing", "Invoice a customer's period", (201, "Invoice"))
+                .body("InvoiceRequest")
+                .describe(
+                    "Every CDR of the customer that ended in [from, to) and is on no invoice yet; 409 when there is \
+                 none, 422 when they are in several currencies.",
+                ),
+        ),
+        route(
+            Get,
+            "/invoices",
+            Viewer,
+            list_invoices,
+            doc("listInvoices", "billing", "List invoices, newest first", (200, "InvoicePage")).query(INVOICES_QUERY),
+        ),
+        route(
+            Get,
+            "/invoices/{invoice_id}",
+            Viewer,
+            get_invoice,
+            doc("getInvoice", "billing", "Get an invoice", (200, "Invoice")),
+        ),
+        route(
+            Get,
+            "/invoices/{invoice_id}/document",
+            Viewer,
+            get_invoice_document,
+            doc("getInvoiceDocument", "billing", "The invoice as a printable page", (200, HTML_DOCUMENT)),
         ),
     ]
 }

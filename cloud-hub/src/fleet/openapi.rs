@@ -15,10 +15,10 @@ use super::params::{self, Param};
 use super::{PREFIX, Route};
 use crate::auth::Role;
 
-fn string() -> Value {
+pub(crate) fn string() -> Value {
     json!({"type": "string"})
 }
-fn string_or_null() -> Value {
+pub(crate) fn string_or_null() -> Value {
     json!({"type": ["string", "null"]})
 }
 fn integer() -> Value {
@@ -33,18 +33,18 @@ fn boolean() -> Value {
 fn boolean_or_null() -> Value {
     json!({"type": ["boolean", "null"]})
 }
-fn time() -> Value {
+pub(crate) fn time() -> Value {
     json!({"type": "string", "format": "date-time"})
 }
 fn time_or_null() -> Value {
     json!({"type": ["string", "null"], "format": "date-time"})
 }
-fn schema_ref(name: &str) -> Value {
+pub(crate) fn schema_ref(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
 
 /// A closed object (every property always present, nothing else), as the API writes it.
-fn object(description: &str, properties: Vec<(&str, Value)>) -> Value {
+pub(crate) fn object(description: &str, properties: Vec<(&str, Value)>) -> Value {
     let required: Vec<&str> = properties.iter().map(|(k, _)| *k).collect();
     let properties: Map<String, Value> = properties.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     json!({
@@ -56,7 +56,7 @@ fn object(description: &str, properties: Vec<(&str, Value)>) -> Value {
     })
 }
 
-fn page_of(item: &str) -> Value {
+pub(crate) fn page_of(item: &str) -> Value {
     object(
         &format!("One page of {item} items; `next_offset` is the next page's offset, null on the last page."),
         vec![
@@ -68,7 +68,7 @@ fn page_of(item: &str) -> Value {
     )
 }
 
-fn list_of(item: &str) -> Value {
+pub(crate) fn list_of(item: &str) -> Value {
     object(&format!("All {item} items."), vec![("items", json!({"type": "array", "items": schema_ref(item)}))])
 }
 
@@ -480,6 +480,9 @@ pub fn schemas() -> Map<String, Value> {
         "OpenApiDocument",
         json!({"type": "object", "required": ["openapi", "info", "paths"], "description": "An OpenAPI 3.1 document."}),
     );
+    for (name, schema) in crate::billing::api::schemas() {
+        s.insert(name.to_owned(), schema);
+    }
     s
 }
 
@@ -526,7 +529,8 @@ fn operation(r: &Route) -> Value {
     let mut parameters: Vec<Value> = path_params(r.path).into_iter().map(path_param).collect();
     parameters.extend(d.query.iter().map(query_param));
     let mut responses = Map::new();
-    let mut ok = json!({"description": d.summary, "content": {"application/json": {"schema": schema_ref(d.ok.1)}}});
+    let media = if d.ok.1 == crate::billing::api::HTML_DOCUMENT { "text/html" } else { "application/json" };
+    let mut ok = json!({"description": d.summary, "content": {media: {"schema": schema_ref(d.ok.1)}}});
     if d.ok.0 == 202 {
         ok["headers"] = json!({"Location": {"description": "Where to follow the request (GET).", "schema": string()}});
     }
@@ -587,7 +591,7 @@ pub fn document(routes: &[Route]) -> Value {
         "security": [{"bearer": []}],
         "tags": [
             {"name": "sites"}, {"name": "chargers"}, {"name": "sessions"}, {"name": "meter series"},
-            {"name": "commands"}, {"name": "api keys"}, {"name": "meta"},
+            {"name": "commands"}, {"name": "billing"}, {"name": "api keys"}, {"name": "meta"},
         ],
         "paths": paths,
         "components": {

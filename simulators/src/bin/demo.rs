@@ -155,6 +155,95 @@ fn add_site(hub: &Path, config: &Path) -> Result<String> {
         .context("cloud-hub site add printed no MQTT password")
 }
 
+/// An admin API key of the hub (`cloud-hub apikey add`), for the demo's billing set-up.
+fn add_api_key(hub: &Path, config: &Path) -> Result<String> {
+    let out = std::process::Command::new(hub)
+        .args(["apikey", "add", "demo-admin", "--role", "admin", "--config"])
+        .arg(config)
+        .output()
+        .context("running cloud-hub apikey add")?;
+    if !out.status.success() {
+        bail!("cloud-hub apikey add failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8(out.stdout)?;
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("token:").map(|p| p.trim().to_owned()))
+        .context("cloud-hub apikey add printed no token")
+}
+
+/// The demo's tariff (OCPI 2.2.1): a EUR 0.50 start fee, EUR 0.39 per kWh from 07:00 to
+/// 22:00 and EUR 0.29 at night, 21 % VAT, and EUR 2.00 an hour for parking after charging.
+const DEMO_TARIFF: &str = r#"{
+  "country_code": "NL", "party_id": "SPD", "id": "DEMO-AC", "currency": "EUR",
+  "tariff_alt_text": [{"language": "en", "text": "EUR 0.50 per session, EUR 0.39/kWh 07-22h, EUR 0.29/kWh at night, EUR 2.00/h parking"}],
+  "elements": [
+    {"price_components": [{"type": "FLAT", "price": 0.50, "vat": 21.0, "step_size": 1}]},
+    {"price_components": [{"type": "ENERGY", "price": 0.39, "vat": 21.0, "step_size": 1}],
+     "restrictions": {"start_time": "07:00", "end_time": "22:00"}},
+    {"price_components": [{"type": "ENERGY", "price": 0.29, "vat": 21.0, "step_size": 1}]},
+    {"price_components": [{"type": "PARKING_TIME", "price": 2.00, "vat": 21.0, "step_size": 60}]}
+  ],
+  "last_updated": "2026-01-01T00:00:00Z"
+}"#;
+
+/// Sets up billing at the hub over its fleet API: the tariff, given to the demo site, and
+/// one customer owning every demo id tag, so that sessions close into priced CDRs.
+async fn set_up_billing(hub: &str, token: &str, tags: &[String]) -> Result<()> {
+    let client = reqwest::Client::new();
+    let send = |req: reqwest::RequestBuilder, body: String| async move {
+        let res = req
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .context("calling the hub's fleet API")?;
+        let status = res.status();
+        let text = res.text().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("the hub answered {status}: {text}");
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    send(client.put(format!("{hub}/api/v1/tariffs/DEMO-AC")), DEMO_TARIFF.to_owned()).await?;
+    let assign = serde_json::json!({"tariff_id": "DEMO-AC", "time_zone": "Europe/Amsterdam",
+                                    "valid_from": "2000-01-01T00:00:00Z"});
+    send(client.post(format!("{hub}/api/v1/sites/demo-site/tariffs")), assign.to_string()).await?;
+    let customer =
+        serde_json::json!({"id": "demo-fleet", "name": "Demo Fleet B.V.", "address": "Stationsplein 1, Utrecht"});
+    send(client.post(format!("{hub}/api/v1/customers")), customer.to_string()).await?;
+    for t in tags {
+        let body = serde_json::json!({"id_tag": t}).to_string();
+        send(client.post(format!("{hub}/api/v1/customers/demo-fleet/id-tags")), body).await?;
+    }
+    Ok(())
+}
+
+/// How many CDRs the hub has issued and the newest one, as a line for the console.
+async fn cdr_line(hub: &str, token: &str) -> Option<String> {
+    let res = reqwest::Client::new()
+        .get(format!("{hub}/api/v1/cdrs?limit=1000"))
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    let page: serde_json::Value = res.json().await.ok()?;
+    let items = page["items"].as_array()?;
+    let more = if page["next_offset"].is_null() { "" } else { "+" };
+    let Some(last) = items.first() else { return Some("  billing: no CDRs yet".to_owned()) };
+    Some(format!(
+        "  billing: {}{more} CDRs | newest: {} {} kWh, EUR {} incl. VAT",
+        items.len(),
+        last["station"].as_str().unwrap_or("?"),
+        last["total_energy_kwh"].as_str().unwrap_or("?"),
+        last["total_cost_incl_vat"]
+            .as_str()
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or("?".into(), |v| format!("{v:.2}")),
+    ))
+}
+
 fn hash_password(bin: &Path, password: &str) -> Result<String> {
     use std::io::Write;
     let mut child = std::process::Command::new(bin)
@@ -230,10 +319,14 @@ async fn main() -> Result<()> {
         ),
     )?;
     let site_password = add_site(&hub_bin, &hub_config)?;
+    let hub_token = add_api_key(&hub_bin, &hub_config)?;
     let hub_arg = hub_config.to_string_lossy().into_owned();
     let hub = Server::spawn(&hub_bin, &["run", "--config", &hub_arg], "SITEPILOT_READY", Duration::from_secs(20))
         .await
         .map_err(anyhow::Error::msg)?;
+    let hub_url = format!("http://127.0.0.1:{hub_port}");
+    let tags: Vec<String> = (1..=args.chargers).flat_map(|n| (1..=2).map(move |c| tag(n, c))).collect();
+    set_up_billing(&hub_url, &hub_token, &tags).await.context("setting up billing at the hub")?;
     // The building: an office over the same compressed day, starting at 07:00.
     let speed = args.speed.max(1.0);
     let site = SiteLoad::new(
@@ -298,6 +391,11 @@ async fn main() -> Result<()> {
         "  cloud hub          http://127.0.0.1:{hub_port}/health   (metrics: /metrics; MQTT broker on {mqtt_port})"
     );
     println!("  sync to the hub    http://{api}/api/v1/sync");
+    println!("  installer page     http://{api}/");
+    println!("  priced CDRs        {hub_url}/api/v1/cdrs   (Authorization: Bearer {hub_token})");
+    println!(
+        "  invoices           POST {hub_url}/api/v1/invoices {{\"customer_id\": \"demo-fleet\", \"from\": ..., \"to\": ...}}"
+    );
     println!("  agent config       {config_arg}");
     println!("Ctrl-C stops it.");
 
@@ -360,6 +458,9 @@ async fn main() -> Result<()> {
                 v["outbox"]["pending"],
                 v["last_ack"]
             );
+        }
+        if let Some(line) = cdr_line(&hub_url, &hub_token).await {
+            println!("{line}");
         }
         let grid = site.currents(std::time::Instant::now());
         let setpoints = match http_get(&api, "/api/v1/balancer", Duration::from_secs(2)).await {
