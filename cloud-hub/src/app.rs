@@ -61,6 +61,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 listen: *listen,
                 max_payload_bytes: config.mqtt.max_payload_bytes,
                 max_connections: config.mqtt.max_connections,
+                hub_buffer_bytes: config.mqtt.inflight_budget_bytes.saturating_mul(2),
                 hub_user: config.mqtt.username.clone(),
                 hub_password: password.clone(),
             };
@@ -88,6 +89,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         max_payload_bytes: config.mqtt.max_payload_bytes,
         share_group: if embedded { None } else { Some(config.mqtt.share_group.clone()) },
         workers: config.ingest.workers,
+        inflight_budget_bytes: config.mqtt.inflight_budget_bytes,
+        inflight_budget_batches: config.mqtt.inflight_budget_batches,
     };
     let sync = sync::start(&settings, store.clone(), metrics.clone());
     let broker_url =

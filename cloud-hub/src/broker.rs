@@ -52,6 +52,9 @@ pub struct BrokerSettings {
     pub listen: SocketAddr,
     pub max_payload_bytes: usize,
     pub max_connections: usize,
+    /// How much of the sites' uploads the broker keeps for the hub's filters (the hub
+    /// reads them as fast as its database applies them).
+    pub hub_buffer_bytes: u64,
     /// The hub's own user name: allowed on every topic.
     pub hub_user: String,
     /// The hub's own password (used to check that the broker is up and logins work).
@@ -299,7 +302,10 @@ impl EmbeddedBroker {
         // there is one per site. The hub's `sitepilot/v1/+/up/...` filters carry every
         // batch of every site: a large window, so that a hub busy with its database does
         // not fall behind the log's end (it would miss batches, which the sites resend).
-        let hub_filters = SegmentConfig { max_segment_size: 16 * 1024 * 1024, max_segment_count: 4 };
+        // The hub's flow control keeps what all sites have in flight within half of
+        // `hub_buffer_bytes`; the log holds it in 4 segments plus the one being filled.
+        let segment = usize::try_from(settings.hub_buffer_bytes / 4).unwrap_or(usize::MAX).max(1024 * 1024);
+        let hub_filters = SegmentConfig { max_segment_size: segment, max_segment_count: 5 };
         let router_config = RouterConfig {
             max_connections: settings.max_connections,
             max_outgoing_packet_count: 200,

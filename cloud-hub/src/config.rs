@@ -81,6 +81,14 @@ pub struct MqttConfig {
     pub max_payload_bytes: usize,
     /// Embedded broker only: most simultaneous connections.
     pub max_connections: usize,
+    /// What all sites together may have in flight (sent, not yet acked), bytes: shared
+    /// among the sites sending (flow control, `shared-model/SYNC.md`). The embedded
+    /// broker keeps twice this for the hub (about 2.5x in memory). With an external
+    /// broker, no more than it queues for the hub's client; with several replicas, each
+    /// gets its part.
+    pub inflight_budget_bytes: u64,
+    /// The same in batches (Mosquitto queues 1000 messages per client by default).
+    pub inflight_budget_batches: u32,
 }
 
 impl Default for MqttConfig {
@@ -97,6 +105,8 @@ impl Default for MqttConfig {
             keep_alive_s: 30,
             max_payload_bytes: 1024 * 1024,
             max_connections: 10_000,
+            inflight_budget_bytes: 32 * 1024 * 1024,
+            inflight_budget_batches: 800,
         }
     }
 }
@@ -320,6 +330,25 @@ impl Config {
         }
         if !(1..=1_000_000).contains(&m.max_connections) {
             err("mqtt", "max_connections", format!("{}: use 1 to 1000000", m.max_connections));
+        }
+        if !(1024 * 1024..=16 * 1024 * 1024 * 1024).contains(&m.inflight_budget_bytes) {
+            err(
+                "mqtt",
+                "inflight_budget_bytes",
+                format!("{}: use 1048576 (1 MiB) to 17179869184 (16 GiB)", m.inflight_budget_bytes),
+            );
+        } else if m.inflight_budget_bytes < m.max_payload_bytes as u64 {
+            err(
+                "mqtt",
+                "inflight_budget_bytes",
+                format!(
+                    "{}: below max_payload_bytes ({}); one batch must fit",
+                    m.inflight_budget_bytes, m.max_payload_bytes
+                ),
+            );
+        }
+        if !(1..=1_000_000).contains(&m.inflight_budget_batches) {
+            err("mqtt", "inflight_budget_batches", format!("{}: use 1 to 1000000", m.inflight_budget_batches));
         }
         if let BrokerPlan::Embedded { listen } = config.broker
             && listen == config.http.listen

@@ -13,7 +13,9 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::types::Json;
-use sqlx::{Postgres, Row as _, SqlSafeStr, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, Postgres, Row as _, SqlSafeStr, Sqlite, Transaction};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::config::DbTarget;
@@ -201,6 +203,39 @@ macro_rules! decode_row {
         }
         Row(out)
     }};
+}
+
+/// The row counts a multi-row insert ([`Tx::insert_rows`]) is cut into. 256 rows of 15
+/// columns are 3 840 parameters, far below both databases' limits (SQLite 32 766,
+/// PostgreSQL 65 535).
+pub const ROW_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
+
+/// `head VALUES ($1, ..., $cols), ...` for `rows` rows, made once per shape.
+fn values_sql(head: &'static str, cols: usize, rows: usize) -> Arc<str> {
+    type Made = Mutex<HashMap<(&'static str, usize, usize), Arc<str>>>;
+    static MADE: OnceLock<Made> = OnceLock::new();
+    let made = MADE.get_or_init(|| Mutex::new(HashMap::new()));
+    let build = || -> Arc<str> {
+        let mut sql = String::with_capacity(head.len() + rows * cols * 6);
+        sql.push_str(head);
+        sql.push_str(" VALUES ");
+        for r in 0..rows {
+            sql.push_str(if r == 0 { "(" } else { ", (" });
+            for c in 0..cols {
+                if c > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push('$');
+                sql.push_str(&(r * cols + c + 1).to_string());
+            }
+            sql.push(')');
+        }
+        Arc::from(sql)
+    };
+    match made.lock() {
+        Ok(mut m) => m.entry((head, cols, rows)).or_insert_with(build).clone(),
+        Err(_) => build(),
+    }
 }
 
 /// The pool of either backend.
@@ -442,6 +477,33 @@ impl Tx {
         })
     }
 
+    /// Inserts rows of `cols` values each (`args` holds them one after the other) with
+    /// `head` (`INSERT INTO t (a, b, ...)`) and multi-row `VALUES` lists: a few
+    /// statements instead of one per row. The rows are cut into chunks of
+    /// [`ROW_CHUNKS`] so that only a few distinct statements exist, each prepared once.
+    pub async fn insert_rows(&mut self, head: &'static str, cols: usize, args: &[Val]) -> Result<u64, DbError> {
+        if cols == 0 || !args.len().is_multiple_of(cols) {
+            return Err(DbError::Data(format!("{} values are not rows of {cols}: {head}", args.len())));
+        }
+        let rows = args.len() / cols;
+        let (mut done, mut touched) = (0, 0);
+        while done < rows {
+            let chunk = ROW_CHUNKS.iter().copied().find(|c| *c <= rows - done).unwrap_or(1);
+            let sql = values_sql(head, cols, chunk);
+            let part = &args[done * cols..(done + chunk) * cols];
+            touched += match self {
+                Tx::Sqlite(tx) => {
+                    bind_all!(sqlx::query(AssertSqlSafe(sql)), part).execute(&mut **tx).await?.rows_affected()
+                }
+                Tx::Postgres(tx) => {
+                    bind_all!(sqlx::query(AssertSqlSafe(sql)), part).execute(&mut **tx).await?.rows_affected()
+                }
+            };
+            done += chunk;
+        }
+        Ok(touched)
+    }
+
     pub async fn commit(self) -> Result<(), DbError> {
         match self {
             Tx::Sqlite(tx) => tx.commit().await?,
@@ -456,5 +518,45 @@ impl Tx {
             Tx::Postgres(tx) => tx.rollback().await?,
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_row_values_are_numbered_row_by_row() {
+        assert_eq!(&*values_sql("INSERT INTO t (a, b)", 2, 1), "INSERT INTO t (a, b) VALUES ($1, $2)");
+        assert_eq!(
+            &*values_sql("INSERT INTO t (a, b, c)", 3, 2),
+            "INSERT INTO t (a, b, c) VALUES ($1, $2, $3), ($4, $5, $6)"
+        );
+        // Made once per shape.
+        assert!(Arc::ptr_eq(&values_sql("INSERT INTO t (a)", 1, 4), &values_sql("INSERT INTO t (a)", 1, 4)));
+    }
+
+    #[tokio::test]
+    async fn rows_go_in_whatever_their_number_and_a_ragged_list_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::connect(&DbTarget::Sqlite(dir.path().join("t.db")), 1).await.expect("open");
+        store.exec("CREATE TABLE t (a INTEGER, b TEXT)", &[]).await.expect("create");
+        for n in [0usize, 1, 3, 300, 341] {
+            store.exec("DELETE FROM t", &[]).await.expect("clear");
+            let args: Vec<Val> = (0..n).flat_map(|i| [Val::from(i as i64), Val::from(format!("r{i}"))]).collect();
+            let mut tx = store.begin().await.expect("begin");
+            assert_eq!(tx.insert_rows("INSERT INTO t (a, b)", 2, &args).await.expect("insert"), n as u64);
+            tx.commit().await.expect("commit");
+            let rows = store.fetch("SELECT a, b FROM t ORDER BY a", &[], &[Ty::Int, Ty::Text]).await.expect("read");
+            assert_eq!(rows.len(), n);
+            assert!(
+                rows.iter()
+                    .enumerate()
+                    .all(|(i, r)| r.int(0) == Some(i as i64) && r.text(1) == Some(&*format!("r{i}")))
+            );
+        }
+        let mut tx = store.begin().await.expect("begin");
+        let err = tx.insert_rows("INSERT INTO t (a, b)", 2, &[Val::from(1)]).await.expect_err("ragged");
+        assert!(err.to_string().contains("1 values are not rows of 2"), "{err}");
     }
 }

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use shared_model::events::SiteEvent;
 use shared_model::model::ConnectorRef;
 use shared_model::sync::{Ack, CommandResult, EventBatch, EventEnvelope, Hello, PROTOCOL_VERSION, Status};
+use std::collections::HashMap;
 
 use crate::db::{DbError, Store, Tx, Ty, Val};
 
@@ -139,7 +140,7 @@ pub fn parse_result(topic_site: &str, payload: &[u8]) -> Result<CommandResult, R
 
 /// The ack of where a site stands.
 pub fn ack(site_id: &str, applied_through: u64) -> Ack {
-    Ack { v: PROTOCOL_VERSION, site_id: site_id.to_owned(), applied_through }
+    Ack { v: PROTOCOL_VERSION, site_id: site_id.to_owned(), applied_through, window: None }
 }
 
 fn as_u64(v: i64) -> u64 {
@@ -169,11 +170,13 @@ pub async fn apply_batch(store: &Store, batch: &EventBatch, received_at: DateTim
         return Ok(Applied { outcome: Outcome::Gap { first }, applied_through, raw: 0 });
     }
     let mut raw = 0;
+    let mut pending = Pending::default();
     for envelope in batch.events.iter().filter(|e| e.seq > applied_through) {
-        if !apply_event(&mut tx, &batch.site_id, envelope, received_at).await? {
+        if !apply_event(&mut tx, &mut pending, &batch.site_id, envelope, received_at).await? {
             raw += 1;
         }
     }
+    pending.flush(&mut tx, &batch.site_id, received_at).await?;
     tx.exec(
         "UPDATE sites SET applied_through = $2, last_event_at = $3 WHERE id = $1",
         &[batch.site_id.as_str().into(), as_i64(last).into(), received_at.into()],
@@ -183,9 +186,79 @@ pub async fn apply_batch(store: &Store, batch: &EventBatch, received_at: DateTim
     Ok(Applied { outcome: Outcome::Applied { first: applied_through + 1, last }, applied_through: last, raw })
 }
 
+const EVENTS_INSERT: &str =
+    "INSERT INTO events (site_id, seq, event_id, kind, at, payload, received_at, effects_applied)";
+const EVENTS_COLS: usize = 8;
+const SAMPLES_INSERT: &str = "INSERT INTO meter_samples (site_id, station, evse, connector, transaction_uid, ts, \
+     measurand, phase, location, unit, context, format, value, value_num, seq)";
+const SAMPLES_COLS: usize = 15;
+
+/// What a batch writes in bulk at its end (multi-row inserts, one energy update per
+/// session) instead of one statement per event or sample. Nothing else in the batch
+/// reads these rows, except a stop that falls back to the session's latest energy
+/// register: that session's update is written before the stop.
+#[derive(Default)]
+struct Pending {
+    events: Vec<Val>,
+    samples: Vec<Val>,
+    /// The newest energy register reading per transaction: (time, Wh).
+    energy: HashMap<String, (DateTime<Utc>, i64)>,
+}
+
+impl Pending {
+    fn energy_reading(&mut self, uid: &str, ts: DateTime<Utc>, wh: i64) {
+        match self.energy.get_mut(uid) {
+            // The later of equal times wins, as it would one statement at a time.
+            Some(r) if r.0 <= ts => *r = (ts, wh),
+            Some(_) => {}
+            None => {
+                self.energy.insert(uid.to_owned(), (ts, wh));
+            }
+        }
+    }
+
+    async fn write_energy(
+        tx: &mut Tx,
+        site: &str,
+        uid: &str,
+        (ts, wh): (DateTime<Utc>, i64),
+        now: DateTime<Utc>,
+    ) -> Result<(), DbError> {
+        tx.exec(
+            "UPDATE sessions SET last_energy_wh = $3, last_energy_at = $4, updated_at = $5 \
+             WHERE site_id = $1 AND transaction_uid = $2 \
+                 AND (last_energy_at IS NULL OR last_energy_at <= $4)",
+            &[site.into(), uid.into(), wh.into(), ts.into(), now.into()],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Writes the session's pending energy update now (before something reads it).
+    async fn flush_energy_of(&mut self, tx: &mut Tx, site: &str, uid: &str, now: DateTime<Utc>) -> Result<(), DbError> {
+        match self.energy.remove(uid) {
+            Some(reading) => Self::write_energy(tx, site, uid, reading, now).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn flush(self, tx: &mut Tx, site: &str, now: DateTime<Utc>) -> Result<(), DbError> {
+        tx.insert_rows(EVENTS_INSERT, EVENTS_COLS, &self.events).await?;
+        tx.insert_rows(SAMPLES_INSERT, SAMPLES_COLS, &self.samples).await?;
+        let mut energy: Vec<_> = self.energy.into_iter().collect();
+        // A fixed order, so that two replicas never lock sessions in opposite orders.
+        energy.sort_by(|a, b| a.0.cmp(&b.0));
+        for (uid, reading) in energy {
+            Self::write_energy(tx, site, &uid, reading, now).await?;
+        }
+        Ok(())
+    }
+}
+
 /// Stores one event and applies its effects; false when it was stored raw.
 async fn apply_event(
     tx: &mut Tx,
+    pending: &mut Pending,
     site: &str,
     envelope: &EventEnvelope,
     received_at: DateTime<Utc>,
@@ -203,25 +276,20 @@ async fn apply_event(
             None
         }
     };
-    tx.exec(
-        "INSERT INTO events (site_id, seq, event_id, kind, at, payload, received_at, effects_applied) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        &[
-            site.into(),
-            as_i64(envelope.seq).into(),
-            envelope.event_id.as_str().into(),
-            envelope.kind.as_str().into(),
-            envelope.at.into(),
-            envelope.payload.clone().into(),
-            received_at.into(),
-            event.is_some().into(),
-        ],
-    )
-    .await?;
+    pending.events.extend([
+        site.into(),
+        as_i64(envelope.seq).into(),
+        envelope.event_id.as_str().into(),
+        envelope.kind.as_str().into(),
+        envelope.at.into(),
+        envelope.payload.clone().into(),
+        received_at.into(),
+        event.is_some().into(),
+    ]);
     let Some(event) = event else {
         return Ok(false);
     };
-    apply_effects(tx, site, envelope.seq, &event, received_at).await?;
+    apply_effects(tx, pending, site, envelope.seq, &event, received_at).await?;
     Ok(true)
 }
 
@@ -257,6 +325,7 @@ async fn update_session_energy(tx: &mut Tx, site: &str, uid: &str) -> Result<(),
 
 async fn apply_effects(
     tx: &mut Tx,
+    pending: &mut Pending,
     site: &str,
     seq: u64,
     event: &SiteEvent,
@@ -387,29 +456,23 @@ async fn apply_effects(
         }
         SiteEvent::MeterValues { station, connector: c, transaction_uid, samples } => {
             for s in samples {
-                tx.exec(
-                    "INSERT INTO meter_samples (site_id, station, evse, connector, transaction_uid, ts, measurand, \
-                         phase, location, unit, context, format, value, value_num, seq) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-                    &[
-                        site.into(),
-                        station.into(),
-                        evse(c),
-                        connector(c),
-                        transaction_uid.into(),
-                        s.timestamp.into(),
-                        s.measurand.as_str().into(),
-                        (&s.phase).into(),
-                        (&s.location).into(),
-                        (&s.unit).into(),
-                        (&s.context).into(),
-                        (&s.format).into(),
-                        s.value.as_str().into(),
-                        s.numeric_base_value().filter(|v| v.is_finite()).into(),
-                        as_i64(seq).into(),
-                    ],
-                )
-                .await?;
+                pending.samples.extend([
+                    site.into(),
+                    station.into(),
+                    evse(c),
+                    connector(c),
+                    transaction_uid.into(),
+                    s.timestamp.into(),
+                    s.measurand.as_str().into(),
+                    (&s.phase).into(),
+                    (&s.location).into(),
+                    (&s.unit).into(),
+                    (&s.context).into(),
+                    (&s.format).into(),
+                    s.value.as_str().into(),
+                    s.numeric_base_value().filter(|v| v.is_finite()).into(),
+                    as_i64(seq).into(),
+                ]);
             }
             // The session's latest energy register: its stop meter when the stop has none.
             let latest = samples
@@ -419,14 +482,7 @@ async fn apply_effects(
                 .max_by_key(|(ts, _)| *ts);
             if let (Some(uid), Some((ts, wh))) = (transaction_uid, latest) {
                 // f64 -> i64 saturates; a register beyond 9.2e18 Wh is not a register.
-                let wh = wh.round() as i64;
-                tx.exec(
-                    "UPDATE sessions SET last_energy_wh = $3, last_energy_at = $4, updated_at = $5 \
-                     WHERE site_id = $1 AND transaction_uid = $2 \
-                         AND (last_energy_at IS NULL OR last_energy_at <= $4)",
-                    &[site.into(), uid.into(), wh.into(), ts.into(), now.into()],
-                )
-                .await?;
+                pending.energy_reading(uid, ts, wh.round() as i64);
             }
         }
         SiteEvent::TransactionStopped {
@@ -438,6 +494,8 @@ async fn apply_effects(
             id_tag,
             reconciled,
         } => {
+            // The stop falls back to the latest energy register: write it first.
+            pending.flush_energy_of(tx, site, transaction_uid, now).await?;
             // A stop the edge inferred (`reconciled`) never replaces one the station
             // reported; a reported one replaces an inferred one.
             tx.exec(

@@ -42,6 +42,7 @@ pub mod config;
 pub mod dashboard;
 pub mod db;
 pub mod fleet;
+pub mod flow;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

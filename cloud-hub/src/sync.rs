@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 
 use crate::commands;
 use crate::db::Store;
+use crate::flow::Flow;
 use crate::ingest::{self, Reject};
 use crate::metrics::{Metrics, ReasonLabels, ResultLabels, TopicLabels};
 
@@ -41,6 +42,9 @@ pub struct SyncSettings {
     /// `Some(group)`: shared subscriptions `$share/{group}/...` (several replicas).
     pub share_group: Option<String>,
     pub workers: usize,
+    /// What all sites together may have in flight (see [`crate::flow`]).
+    pub inflight_budget_bytes: u64,
+    pub inflight_budget_batches: u32,
 }
 
 impl SyncSettings {
@@ -69,6 +73,7 @@ struct Ctx {
     store: Store,
     metrics: Arc<Metrics>,
     client: AsyncClient,
+    flow: Flow,
 }
 
 /// Starts the client (it connects, and reconnects, in the background) and the workers.
@@ -84,7 +89,8 @@ pub fn start(settings: &SyncSettings, store: Store, metrics: Arc<Metrics>) -> Sy
     let (client, eventloop) = AsyncClient::new(options, 1024);
     let (ready_tx, ready) = watch::channel(false);
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let ctx = Arc::new(Ctx { store, metrics: metrics.clone(), client: client.clone() });
+    let flow = Flow::new(settings.inflight_budget_bytes, settings.inflight_budget_batches);
+    let ctx = Arc::new(Ctx { store, metrics: metrics.clone(), client: client.clone(), flow });
     let mut tasks = Vec::new();
     let mut queues = Vec::new();
     for _ in 0..settings.workers.max(1) {
@@ -274,7 +280,7 @@ async fn on_batch(ctx: &Ctx, site: &str, payload: &[u8]) -> Result<(), Reject> {
     if let ingest::Outcome::Applied { .. } = applied.outcome {
         crate::dashboard::live::changed(site);
     }
-    publish_ack(ctx, site, applied.applied_through).await;
+    publish_ack(ctx, site, applied.applied_through, false).await;
     Ok(())
 }
 
@@ -294,7 +300,7 @@ async fn on_hello(ctx: &Ctx, site: &str, payload: &[u8]) -> Result<(), Reject> {
         );
     }
     tracing::info!(site, agent = hello.agent_version, applied_through, "hello");
-    publish_ack(ctx, site, applied_through).await;
+    publish_ack(ctx, site, applied_through, true).await;
     resend_commands(ctx, site).await;
     Ok(())
 }
@@ -370,8 +376,10 @@ async fn on_status(ctx: &Ctx, site: &str, payload: &[u8]) -> Result<(), Reject> 
     Ok(())
 }
 
-async fn publish_ack(ctx: &Ctx, site: &str, applied_through: u64) {
-    let ack = ingest::ack(site, applied_through);
+/// Acks where the site stands, with its flow-control grant (a slow start after a hello).
+async fn publish_ack(ctx: &Ctx, site: &str, applied_through: u64, after_hello: bool) {
+    let mut ack = ingest::ack(site, applied_through);
+    ack.window = Some(ctx.flow.grant(site, after_hello, std::time::Instant::now()));
     let payload = match serde_json::to_vec(&ack) {
         Ok(p) => p,
         Err(e) => {
@@ -403,6 +411,8 @@ mod tests {
             max_payload_bytes: 1024,
             share_group: None,
             workers: 2,
+            inflight_budget_bytes: 1 << 20,
+            inflight_budget_batches: 100,
         };
         assert_eq!(
             s.filters(),

@@ -251,6 +251,33 @@ async fn a_hello_is_answered_with_where_the_site_stands(backend: Backend, broker
 }
 on_both_databases!(a_hello_is_answered_with_where_the_site_stands, Broker::Embedded, hello_sqlite, hello_postgres);
 
+// ---- flow control -------------------------------------------------------------------------------
+
+/// Acks carry a window: a slow start after a hello, then the budget shared among the
+/// sites sending (the defaults: 32 MiB and 800 batches).
+async fn acks_share_the_flow_budget_among_sites_sending(backend: Backend, broker: Broker) {
+    use shared_model::sync::Window;
+    let Some((_db, mut hub)) = setup(backend, broker).await else { return };
+    let (a, pa) = hub.add_site("Flow A").await;
+    let (b, pb) = hub.add_site("Flow B").await;
+    let mut edge_a = hub.edge(&a, &pa).await;
+    let mut edge_b = hub.edge(&b, &pb).await;
+    edge_a.send_hello(None, None).await;
+    let ack = edge_a.next_ack().await;
+    assert_eq!(ack.window, Some(Window { batches: 1, bytes: cloud_hub::flow::SLOW_START_BYTES }), "slow start");
+    edge_a.send_batch(&connections(&a, 1, 3)).await;
+    let ack = edge_a.next_ack().await;
+    assert_eq!(ack.window, Some(Window { batches: 800, bytes: 32 * 1024 * 1024 }), "the only site sending");
+    edge_b.send_batch(&connections(&b, 1, 3)).await;
+    let ack = edge_b.next_ack().await;
+    assert_eq!(ack.applied_through, 3);
+    assert_eq!(ack.window, Some(Window { batches: 400, bytes: 16 * 1024 * 1024 }), "two sites share");
+    edge_a.send_batch(&connections(&a, 4, 6)).await;
+    assert_eq!(edge_a.next_ack().await.window, Some(Window { batches: 400, bytes: 16 * 1024 * 1024 }));
+    hub.stop().await;
+}
+on_both_databases!(acks_share_the_flow_budget_among_sites_sending, Broker::Embedded, flow_sqlite, flow_postgres);
+
 // ---- a session ---------------------------------------------------------------------------------
 
 async fn a_session_lands_with_its_energy(backend: Backend, broker: Broker) {

@@ -270,7 +270,7 @@ impl Hub {
     }
 
     fn ack(client: &AsyncClient, site: &str, applied_through: u64) {
-        let ack = Ack { v: PROTOCOL_VERSION, site_id: site.to_owned(), applied_through };
+        let ack = Ack { v: PROTOCOL_VERSION, site_id: site.to_owned(), applied_through, window: None };
         client.try_publish(Topic::Acks.of(site), QoS::AtLeastOnce, false, serde_json::to_vec(&ack).unwrap()).unwrap();
     }
 

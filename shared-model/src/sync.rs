@@ -182,6 +182,20 @@ pub struct Ack {
     pub v: u32,
     pub site_id: String,
     pub applied_through: u64,
+    /// How much the site may have in flight (sent, not yet covered by an ack) from now
+    /// on: the hub shares what its broker can hold for it among the sites that are
+    /// sending. `None` (an older hub): the site's own limits alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
+}
+
+/// A flow-control grant: at most `batches` batches and `bytes` bytes of batch payload in
+/// flight. A site may always have one batch in flight, however small the grant (its
+/// oldest events must be able to move).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    pub batches: u32,
+    pub bytes: u64,
 }
 
 /// What the hub asks a site to do.

@@ -141,6 +141,8 @@ pub struct LinkState {
     /// The highest seq sent in the current round.
     pub sent_through: Option<u64>,
     pub in_flight_batches: usize,
+    /// The hub's latest flow-control grant (none from an older hub).
+    pub window: Option<shared_model::sync::Window>,
     pub commands_running: usize,
     pub last_error: Option<LastError>,
 }
@@ -423,7 +425,7 @@ impl Link {
     /// Sends batches while the window is open and the outbox has rows.
     async fn pump(&mut self) {
         while let Some(from) = self.outflow.window() {
-            let (limit, max_bytes) = (self.cfg.batch_size, self.cfg.max_batch_bytes);
+            let (limit, max_bytes) = (self.cfg.batch_size, self.outflow.batch_bytes(self.cfg.max_batch_bytes));
             let rows = match self.shared.store.read(move |c| outbox::read_from(c, from, limit, max_bytes)).await {
                 Ok(rows) => rows,
                 Err(e) => {
@@ -456,13 +458,14 @@ impl Link {
                     break;
                 }
             };
+            let payload_len = payload.len() as u64;
             if let Err(e) = self.publish(Topic::Events, false, payload) {
                 // The client's queue is full (the connection is slow or going away): the
                 // rows stay where they are and go with a later try.
                 tracing::debug!(error = %e, "sync: batch not queued");
                 break;
             }
-            self.outflow.sent(first, last, Instant::now());
+            self.outflow.sent(first, last, payload_len, Instant::now());
             self.newest_sent = self.newest_sent.max(last);
             let m = &self.shared.metrics.sync;
             m.events_sent.inc_by(n);
@@ -508,6 +511,7 @@ impl Link {
                 return;
             }
         }
+        self.outflow.set_grant(ack.window);
         let out = self.outflow.ack(a, Instant::now());
         let m = &self.shared.metrics.sync;
         if let Some(through) = out.delete_through {
@@ -532,9 +536,11 @@ impl Link {
             self.shared.sync.error(message);
         }
         let acked = self.outflow.acked();
+        let grant = self.outflow.grant();
         self.shared.sync.update(|s| {
             s.last_ack = Some(acked);
             s.last_ack_at = Some(Utc::now());
+            s.window = grant;
         });
         self.publish_state();
     }

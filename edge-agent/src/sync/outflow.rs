@@ -19,7 +19,13 @@
 //!   instead of causing a storm of resends.
 //! - When the oldest batch in flight has waited `ack_timeout` without an ack, the agent
 //!   goes back too; while the hub stays silent the wait doubles, up to 8 times.
+//! - An ack may carry a [`Window`] (flow control): from then on the agent keeps within
+//!   both it and its own limits: at most `min(max_inflight, window.batches)` batches and
+//!   `window.bytes` bytes in flight, each batch no larger than what is left of the bytes.
+//!   One batch may always be in flight, so the oldest events can move however small the
+//!   grant. An ack without a window (an older hub) leaves the agent's own limits.
 
+use shared_model::sync::Window;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -28,6 +34,8 @@ use std::time::{Duration, Instant};
 pub struct Sent {
     pub first: u64,
     pub last: u64,
+    /// The batch's payload size.
+    pub bytes: u64,
     pub at: Instant,
 }
 
@@ -85,6 +93,8 @@ pub struct Outflow {
     damp: Option<(usize, Instant)>,
     /// Timeouts in a row without progress (the wait doubles with each).
     silent: u32,
+    /// The hub's latest flow-control grant (`None`: none given).
+    grant: Option<Window>,
 }
 
 impl Outflow {
@@ -98,6 +108,7 @@ impl Outflow {
             inflight: VecDeque::new(),
             damp: None,
             silent: 0,
+            grant: None,
         }
     }
 
@@ -202,12 +213,47 @@ impl Outflow {
 
     /// The seq to read from when another batch may go now.
     pub fn window(&self) -> Option<u64> {
-        (self.phase == Phase::Draining && self.inflight.len() < self.max_inflight).then_some(self.next_from)
+        if self.phase != Phase::Draining {
+            return None;
+        }
+        let n = self.inflight.len();
+        let open = match self.grant {
+            _ if n == 0 => true,
+            None => n < self.max_inflight,
+            Some(g) => n < self.max_inflight.min(g.batches as usize) && self.inflight_bytes() < g.bytes,
+        };
+        open.then_some(self.next_from)
     }
 
-    /// A batch of `first..=last` went out.
-    pub fn sent(&mut self, first: u64, last: u64, now: Instant) {
-        self.inflight.push_back(Sent { first, last, at: now });
+    /// How large the next batch may be, given the agent's own `max_batch_bytes`: what the
+    /// grant leaves (all of it when nothing is in flight), never more than `max_batch_bytes`.
+    /// A batch holds at least one event whatever this says.
+    pub fn batch_bytes(&self, max_batch_bytes: usize) -> usize {
+        match self.grant {
+            None => max_batch_bytes,
+            Some(g) => {
+                let left = g.bytes.saturating_sub(self.inflight_bytes());
+                max_batch_bytes.min(usize::try_from(left).unwrap_or(usize::MAX)).max(1)
+            }
+        }
+    }
+
+    /// The hub's flow-control grant that came with an ack (`None`: it gave none).
+    pub fn set_grant(&mut self, grant: Option<Window>) {
+        self.grant = grant;
+    }
+
+    pub fn grant(&self) -> Option<Window> {
+        self.grant
+    }
+
+    fn inflight_bytes(&self) -> u64 {
+        self.inflight.iter().map(|b| b.bytes).sum()
+    }
+
+    /// A batch of `first..=last`, `bytes` long, went out.
+    pub fn sent(&mut self, first: u64, last: u64, bytes: u64, now: Instant) {
+        self.inflight.push_back(Sent { first, last, bytes, at: now });
         self.next_from = last + 1;
     }
 
@@ -245,9 +291,9 @@ mod tests {
         let now = Instant::now();
         let mut o = draining(now);
         assert_eq!(o.window(), Some(1));
-        o.sent(1, 10, now);
-        o.sent(11, 20, now);
-        o.sent(21, 30, now);
+        o.sent(1, 10, 0, now);
+        o.sent(11, 20, 0, now);
+        o.sent(21, 30, 0, now);
         assert_eq!(o.window(), None, "three batches in flight");
         let a = o.ack(10, now);
         assert_eq!(a.delete_through, Some(10));
@@ -285,15 +331,15 @@ mod tests {
     fn a_non_advancing_ack_with_batches_in_flight_goes_back_once() {
         let now = Instant::now();
         let mut o = draining(now);
-        o.sent(1, 10, now);
-        o.sent(11, 20, now);
-        o.sent(21, 30, now);
+        o.sent(1, 10, 0, now);
+        o.sent(11, 20, 0, now);
+        o.sent(21, 30, 0, now);
         // The first batch was lost: the hub answers the second with where it stands.
         let a = o.ack(0, now);
         assert_eq!(a.went_back, Some(GoBack::Ack));
         assert_eq!(o.window(), Some(1));
-        o.sent(1, 10, now);
-        o.sent(11, 20, now);
+        o.sent(1, 10, 0, now);
+        o.sent(11, 20, 0, now);
         // The answer to the third original repeats 0: absorbed, no second go-back.
         assert_eq!(o.ack(0, now), AckOutcome::default());
         assert_eq!(o.window(), Some(21));
@@ -304,7 +350,7 @@ mod tests {
     fn duplicate_acks_when_nothing_is_in_flight_change_nothing() {
         let now = Instant::now();
         let mut o = draining(now);
-        o.sent(1, 10, now);
+        o.sent(1, 10, 0, now);
         assert_eq!(o.ack(10, now).delete_through, Some(10));
         assert_eq!(o.ack(10, now), AckOutcome::default());
         assert_eq!(o.ack(10, now), AckOutcome::default());
@@ -317,19 +363,19 @@ mod tests {
     fn a_silent_hub_gets_the_window_again_with_a_growing_wait() {
         let now = Instant::now();
         let mut o = draining(now);
-        o.sent(1, 10, now);
+        o.sent(1, 10, 0, now);
         assert_eq!(o.deadline(), Some(now + T));
         assert_eq!(o.due(now + T - Duration::from_millis(1)), None);
         assert_eq!(o.due(now + T), Some(GoBack::Timeout));
         assert_eq!(o.window(), Some(1));
         let t1 = now + T;
-        o.sent(1, 10, t1);
+        o.sent(1, 10, 0, t1);
         assert_eq!(o.deadline(), Some(t1 + 2 * T), "the wait doubled");
         assert_eq!(o.due(t1 + 2 * T), Some(GoBack::Timeout));
         let t2 = t1 + 2 * T;
-        o.sent(1, 10, t2);
+        o.sent(1, 10, 0, t2);
         assert_eq!(o.ack(10, t2).delete_through, Some(10));
-        o.sent(11, 12, t2);
+        o.sent(11, 12, 0, t2);
         assert_eq!(o.deadline(), Some(t2 + T), "progress resets the wait");
     }
 
@@ -337,8 +383,8 @@ mod tests {
     fn a_reconnect_starts_over_from_the_last_ack() {
         let now = Instant::now();
         let mut o = draining(now);
-        o.sent(1, 10, now);
-        o.sent(11, 20, now);
+        o.sent(1, 10, 0, now);
+        o.sent(11, 20, 0, now);
         assert_eq!(o.ack(10, now).delete_through, Some(10));
         o.disconnected();
         assert_eq!(o.window(), None);
@@ -346,5 +392,50 @@ mod tests {
         o.connected(now);
         assert_eq!(o.ack(10, now), AckOutcome::default(), "the hello answer");
         assert_eq!(o.window(), Some(11));
+    }
+
+    #[test]
+    fn a_grant_bounds_batches_and_bytes_in_flight() {
+        let now = Instant::now();
+        let mut o = draining(now);
+        o.set_grant(Some(Window { batches: 2, bytes: 1000 }));
+        assert_eq!(o.batch_bytes(4096), 1000, "nothing in flight: the whole grant");
+        o.sent(1, 10, 600, now);
+        assert_eq!(o.window(), Some(11), "600 of 1000 bytes in flight");
+        assert_eq!(o.batch_bytes(4096), 400, "what the grant leaves");
+        assert_eq!(o.batch_bytes(100), 100, "never beyond the agent's own limit");
+        o.sent(11, 12, 400, now);
+        assert_eq!(o.window(), None, "the bytes are used up");
+        assert_eq!(o.ack(10, now).delete_through, Some(10));
+        assert_eq!(o.window(), Some(13));
+        o.sent(13, 14, 10, now);
+        assert_eq!(o.window(), None, "two batches granted, two in flight");
+    }
+
+    #[test]
+    fn one_batch_always_goes_however_small_the_grant() {
+        let now = Instant::now();
+        let mut o = draining(now);
+        o.set_grant(Some(Window { batches: 0, bytes: 0 }));
+        assert_eq!(o.window(), Some(1));
+        assert_eq!(o.batch_bytes(4096), 1, "one event, whatever its size");
+        o.sent(1, 1, 5000, now);
+        assert_eq!(o.window(), None);
+    }
+
+    #[test]
+    fn the_agents_own_limit_holds_under_a_larger_grant_and_without_one() {
+        let now = Instant::now();
+        let mut o = draining(now);
+        o.set_grant(Some(Window { batches: 100, bytes: u64::MAX }));
+        o.sent(1, 10, 1, now);
+        o.sent(11, 20, 1, now);
+        o.sent(21, 30, 1, now);
+        assert_eq!(o.window(), None, "max_inflight is 3");
+        o.set_grant(None);
+        assert_eq!(o.window(), None);
+        assert_eq!(o.batch_bytes(4096), 4096);
+        assert_eq!(o.ack(30, now).delete_through, Some(30));
+        assert_eq!(o.window(), Some(31));
     }
 }

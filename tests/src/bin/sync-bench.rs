@@ -14,10 +14,14 @@
 //! chargers as `EventBatch`es cut by the agent's rules, each keeping `--window` batches
 //! unacknowledged as the agent does, until the hub acked everything: events/s applied.
 //!
+//! **Flow control.** The hub grants each site a share of `--hub-inflight-budget-bytes`
+//! with its acks; the simulated sites keep within it as the agent does, and their batches
+//! are cut at the share all sites sending get (the agent cuts to what its grant leaves).
+//!
 //! **Baselines, same run, same embedded broker, same payloads, QoS 1.** One publisher to
 //! one subscriber (`--raw-window` messages in flight), and every site publishing its
-//! batches to one subscriber logged in as the hub (`--window` per site, as in the
-//! ingest), on a `up/bench` topic the hub does not subscribe to. The ingest rate is
+//! batches to one subscriber logged in as the hub (`--window` per site within the fair
+//! share of the budget, as in the ingest), on a `up/bench` topic the hub does not subscribe to. The ingest rate is
 //! printed as a ratio of both. Target: ingest at least a third of the raw broker rate.
 //!
 //! Each `--backends` entry gets a hub of its own (SQLite file; a PostgreSQL database
@@ -105,6 +109,15 @@ struct Args {
     /// The hub's `[database] max_connections` (default: the hub's default).
     #[arg(long)]
     hub_db_connections: Option<u32>,
+    /// The hub's `[mqtt] inflight_budget_bytes` (its default): what all sites together
+    /// may have in flight. The ingest's batches are cut at the share of it each site gets
+    /// (as the agent cuts them to its grant), and the raw fan-in baseline keeps within
+    /// the same share.
+    #[arg(long, default_value_t = 32 * 1024 * 1024)]
+    hub_inflight_budget_bytes: u64,
+    /// The hub's `[mqtt] inflight_budget_batches` (its default).
+    #[arg(long, default_value_t = 800)]
+    hub_inflight_budget_batches: u32,
     /// Give up on a phase after this long.
     #[arg(long, default_value_t = 300)]
     timeout_s: u64,
@@ -140,7 +153,13 @@ fn main() -> Result<()> {
 
 async fn run(args: Args) -> Result<()> {
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
-    let cut = Cut { batch_size: args.batch_size, max_batch_bytes: args.max_batch_bytes };
+    // Each of the ingest's sites gets this share of the hub's budget (once all are
+    // sending), and the agent cuts its batches to what its grant leaves.
+    let share = fair_share(&args);
+    let cut = Cut {
+        batch_size: args.batch_size,
+        max_batch_bytes: args.max_batch_bytes.min(usize::try_from(share.bytes).unwrap_or(usize::MAX)),
+    };
     let site_ids: Vec<String> = (0..args.sites).map(|i| format!("site-{i:03}")).collect();
 
     let site_batches: Vec<Arc<Vec<Batch>>> = if args.no_ingest {
@@ -166,7 +185,12 @@ async fn run(args: Args) -> Result<()> {
         built
     };
 
-    let tuning = HubTuning { workers: args.hub_workers, db_connections: args.hub_db_connections };
+    let tuning = HubTuning {
+        workers: args.hub_workers,
+        db_connections: args.hub_db_connections,
+        inflight_budget_bytes: args.hub_inflight_budget_bytes,
+        inflight_budget_batches: args.hub_inflight_budget_batches,
+    };
     let mut runs = Vec::new();
     for backend in args.backends.clone() {
         eprintln!("== hub on {}", backend.label());
@@ -179,6 +203,15 @@ async fn run(args: Args) -> Result<()> {
 
     print_report(&args, cpus, &site_batches, &runs);
     Ok(())
+}
+
+/// What the hub grants each of the ingest's sites while all of them are sending.
+fn fair_share(args: &Args) -> shared_model::sync::Window {
+    let sites = args.sites.max(1) as u64;
+    shared_model::sync::Window {
+        batches: (u64::from(args.hub_inflight_budget_batches) / sites).max(1) as u32,
+        bytes: (args.hub_inflight_budget_bytes / sites).max(cloud_hub::flow::MIN_SHARE_BYTES),
+    }
 }
 
 async fn run_hub(args: &Args, hub: &Hub, site_ids: &[String], site_batches: &[Arc<Vec<Batch>>]) -> Result<HubRun> {
@@ -205,13 +238,18 @@ async fn run_hub(args: &Args, hub: &Hub, site_ids: &[String], site_batches: &[Ar
         let raw_creds = hub.add_sites("raw", 1).await?;
         let all: Vec<Batch> =
             site_batches.iter().flat_map(|b| b.iter().cloned()).cycle().take(args.raw_messages).collect();
-        let plan = SendPlan { window: args.raw_window, ack_timeout, deadline: Instant::now() + timeout };
+        let plan = SendPlan { window: args.raw_window, grant: None, ack_timeout, deadline: Instant::now() + timeout };
         if let Some(creds) = raw_creds.first() {
             out.raw_one = Some(load::raw_one_to_one(hub, creds, Arc::new(all), plan).await?);
         }
 
         eprintln!("baseline: raw broker, {} publishers -> 1 subscriber", sites.len());
-        let plan = SendPlan { window: args.window, ack_timeout, deadline: Instant::now() + timeout };
+        let plan = SendPlan {
+            window: args.window,
+            grant: Some(fair_share(args)),
+            ack_timeout,
+            deadline: Instant::now() + timeout,
+        };
         let total: usize = site_batches.iter().map(|b| b.len()).sum();
         let rounds = args.raw_messages.div_ceil(total.max(1)).max(1);
         out.raw_fan_in = Some(load::raw_fan_in(hub, &sites, rounds, plan).await?);
@@ -237,7 +275,7 @@ async fn run_hub(args: &Args, hub: &Hub, site_ids: &[String], site_batches: &[Ar
     if !args.no_ingest {
         eprintln!("ingest: {} sites into {}", sites.len(), hub.backend.label());
         let before = hub.batch_outcomes();
-        let plan = SendPlan { window: args.window, ack_timeout, deadline: Instant::now() + timeout };
+        let plan = SendPlan { window: args.window, grant: None, ack_timeout, deadline: Instant::now() + timeout };
         out.ingest = Some(load::ingest(&mut sites, plan).await?);
         let after = hub.batch_outcomes();
         out.outcomes =
@@ -273,9 +311,19 @@ fn print_report(args: &Args, cpus: usize, site_batches: &[Arc<Vec<Batch>>], runs
     );
     let or_default = |v: Option<String>| v.unwrap_or_else(|| "its default".to_owned());
     println!(
-        "Hub: [ingest] workers = {}, [database] max_connections = {}.",
+        "Hub: [ingest] workers = {}, [database] max_connections = {}, [mqtt] inflight_budget_bytes = {} / \
+         inflight_budget_batches = {}.",
         or_default(args.hub_workers.map(|n| n.to_string())),
-        or_default(args.hub_db_connections.map(|n| n.to_string()))
+        or_default(args.hub_db_connections.map(|n| n.to_string())),
+        args.hub_inflight_budget_bytes,
+        args.hub_inflight_budget_batches
+    );
+    let share = fair_share(args);
+    println!(
+        "Flow control: with all {} ingest sites sending, each is granted {} batches / {} bytes in flight; the \
+         ingest's batches are cut at that size (as the agent cuts to its grant), and the raw fan-in baseline keeps \
+         within the same grant.",
+        args.sites, share.batches, share.bytes
     );
     let payload: Vec<usize> = site_batches.iter().flat_map(|b| b.iter().map(Batch::bytes)).collect();
     if let (Some(min), Some(max)) = (payload.iter().min(), payload.iter().max()) {

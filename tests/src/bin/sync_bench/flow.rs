@@ -3,11 +3,16 @@
 //! batches, QoS 1, keeping at most `window` of them unanswered, where "answered" is the
 //! hub's cumulative ack (ingest) or the subscriber's receipt (raw). When nothing is
 //! answered for `ack_timeout` the sender goes back to the first unanswered batch and
-//! sends again from there (the edge agent's go-back-N), and counts it.
+//! sends again from there (the edge agent's go-back-N), and counts it. Like the agent,
+//! a sender keeps within the hub's flow-control grant (the `window` of its acks; for the
+//! raw baseline a fixed grant, the fair share the hub would give): at most
+//! `min(window, grant.batches)` batches and `grant.bytes` bytes in flight, one batch
+//! always.
 
 use super::batches::Batch;
 use anyhow::{Context as _, Result, bail};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Publish, QoS};
+use shared_model::sync::Window;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,19 +111,22 @@ pub struct SendOutcome {
 #[derive(Debug, Clone, Copy)]
 pub struct SendPlan {
     pub window: usize,
+    /// The grant until an answer brings one.
+    pub grant: Option<Window>,
     pub ack_timeout: Duration,
     pub deadline: Instant,
 }
 
 /// Publishes `batches[i]` on `topic` in order once `go` turns true. `answered` says how
-/// many batches from the start are answered (cumulative, never less than before).
+/// many batches from the start are answered (cumulative, never less than before), and
+/// the grant that came with the answer, if any.
 /// `progress` counts answered batches over all senders (for the progress line).
 pub async fn send(
     client: AsyncClient,
     topic: String,
     batches: Arc<Vec<Batch>>,
     plan: SendPlan,
-    mut answered: mpsc::UnboundedReceiver<usize>,
+    mut answered: mpsc::UnboundedReceiver<(usize, Option<Window>)>,
     mut go: watch::Receiver<bool>,
     progress: Arc<AtomicU64>,
 ) -> Result<SendOutcome> {
@@ -129,9 +137,17 @@ pub async fn send(
     let mut done = 0usize;
     let mut last_progress = Instant::now();
     let mut silent = 0u32;
+    let mut grant = plan.grant;
     loop {
-        while next < total && next - done < plan.window {
+        while next < total {
             let Some(batch) = batches.get(next) else { break };
+            if next > done {
+                let most = grant.map_or(plan.window, |g| plan.window.min(g.batches as usize));
+                let bytes: u64 = batches.get(done..next).map_or(0, |b| b.iter().map(|b| b.bytes() as u64).sum());
+                if next - done >= most || grant.is_some_and(|g| bytes + batch.bytes() as u64 > g.bytes) {
+                    break;
+                }
+            }
             client
                 .publish_bytes(topic.clone(), QoS::AtLeastOnce, false, batch.message.payload.clone())
                 .await
@@ -148,7 +164,10 @@ pub async fn send(
         let timer = tokio::time::sleep_until(tokio::time::Instant::from_std((last_progress + wait).min(plan.deadline)));
         tokio::select! {
             n = answered.recv() => {
-                let Some(n) = n else { break };
+                let Some((n, window)) = n else { break };
+                if window.is_some() {
+                    grant = window;
+                }
                 if n > done {
                     progress.fetch_add((n - done) as u64, Ordering::Relaxed);
                     done = n.min(total);

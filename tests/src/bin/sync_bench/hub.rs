@@ -30,6 +30,9 @@ impl Backend {
 pub struct HubTuning {
     pub workers: Option<usize>,
     pub db_connections: Option<u32>,
+    /// `[mqtt] inflight_budget_bytes` / `inflight_budget_batches`.
+    pub inflight_budget_bytes: u64,
+    pub inflight_budget_batches: u32,
 }
 
 /// A PostgreSQL database of this run; dropped by [`PgDatabase::drop_now`], or at the
@@ -122,8 +125,9 @@ impl Hub {
         };
         let hub_password = cloud_hub::sites::generate_password();
         let mut text = format!(
-            "[http]\nlisten = \"127.0.0.1:0\"\n\n[mqtt]\nlisten = \"127.0.0.1:0\"\npassword = \"{hub_password}\"\n\n\
-             [database]\nurl = \"{url}\"\n"
+            "[http]\nlisten = \"127.0.0.1:0\"\n\n[mqtt]\nlisten = \"127.0.0.1:0\"\npassword = \"{hub_password}\"\n\
+             inflight_budget_bytes = {}\ninflight_budget_batches = {}\n\n[database]\nurl = \"{url}\"\n",
+            tuning.inflight_budget_bytes, tuning.inflight_budget_batches
         );
         if let Some(n) = tuning.db_connections {
             text.push_str(&format!("max_connections = {n}\n"));

@@ -8,7 +8,7 @@ use super::batches::Batch;
 use super::flow::{self, Conn, SendOutcome, SendPlan};
 use super::hub::Hub;
 use anyhow::{Context as _, Result};
-use shared_model::sync::{Ack, TOPIC_ROOT, Topic};
+use shared_model::sync::{Ack, TOPIC_ROOT, Topic, Window};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +21,7 @@ pub struct Site {
     pub id: String,
     pub batches: Arc<Vec<Batch>>,
     pub conn: Conn,
-    acks: Option<mpsc::UnboundedReceiver<usize>>,
+    acks: Option<mpsc::UnboundedReceiver<(usize, Option<Window>)>>,
 }
 
 /// The topic the baselines publish on (a site may publish under its `up/`; the hub only
@@ -41,7 +41,7 @@ pub async fn connect_sites(hub: &Hub, creds: &[(String, String)], batches: &[Arc
             let on_ack = move |p: rumqttc::Publish| {
                 if let Ok(ack) = serde_json::from_slice::<Ack>(&p.payload) {
                     // Batches fully covered by the cumulative ack.
-                    let _ = tx.send(lasts.partition_point(|last| *last <= ack.applied_through));
+                    let _ = tx.send((lasts.partition_point(|last| *last <= ack.applied_through), ack.window));
                 }
             };
             let conn = flow::connect(broker, &id, &id, &password, Some(Topic::Acks.of(&id)), on_ack).await?;
@@ -83,7 +83,7 @@ struct Job {
     client: rumqttc::AsyncClient,
     topic: String,
     batches: Arc<Vec<Batch>>,
-    answered: mpsc::UnboundedReceiver<usize>,
+    answered: mpsc::UnboundedReceiver<(usize, Option<Window>)>,
 }
 
 async fn run_jobs(label: &str, jobs: Vec<Job>, plan: SendPlan) -> Result<Run> {
@@ -148,7 +148,7 @@ async fn subscriber(
     hub: &Hub,
     filter: String,
     topics: Vec<String>,
-) -> Result<(Conn, Vec<mpsc::UnboundedReceiver<usize>>)> {
+) -> Result<(Conn, Vec<mpsc::UnboundedReceiver<(usize, Option<Window>)>>)> {
     let mut senders = Vec::new();
     let mut receivers = Vec::new();
     for _ in &topics {
@@ -163,7 +163,7 @@ async fn subscriber(
             && let (Some(count), Some(tx)) = (counts.get_mut(i), senders.get(i))
         {
             *count += 1;
-            let _ = tx.send(*count);
+            let _ = tx.send((*count, None));
         }
     };
     let client_id = format!("syncbench-sub-{}", super::batches::unique_id());
