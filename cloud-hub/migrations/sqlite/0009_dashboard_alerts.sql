@@ -1,0 +1,42 @@
+-- Sitepilot cloud hub, SQLite schema 9: the dashboard's alerts. The PostgreSQL twin is
+-- migrations/postgres/0009_dashboard_alerts.sql; keep the two in step.
+
+-- One row per alert episode, opened and cleared by what the sites report (ingest keeps
+-- it in the same transaction as the event's other effects; the site's presence status
+-- opens and clears `site_offline`). `kind`:
+-- - `site_offline`: the site's presence went offline (its last will); station '' and
+--   evse / connector 0;
+-- - `charger_offline`: the station's WebSocket to the edge disconnected;
+-- - `connector_faulted`: the connector (evse 0 / connector 0: the whole station)
+--   reported Faulted; `detail` holds its error code, vendor error code and info.
+-- Times are the site's event times. At most one open (`cleared_at` NULL) row per
+-- (site, kind, station, evse, connector).
+CREATE TABLE dashboard_alerts (
+    id                  INTEGER PRIMARY KEY,
+    site_id             TEXT NOT NULL REFERENCES sites (id),
+    kind                TEXT NOT NULL,
+    station             TEXT NOT NULL DEFAULT '',
+    evse                INTEGER NOT NULL DEFAULT 0,
+    connector           INTEGER NOT NULL DEFAULT 0,
+    detail              TEXT,
+    opened_at           TEXT NOT NULL,
+    cleared_at          TEXT
+);
+CREATE UNIQUE INDEX dashboard_alerts_one_open
+    ON dashboard_alerts (site_id, kind, station, evse, connector) WHERE cleared_at IS NULL;
+CREATE INDEX dashboard_alerts_site_opened ON dashboard_alerts (site_id, opened_at);
+CREATE INDEX dashboard_alerts_cleared ON dashboard_alerts (cleared_at);
+
+-- What is already wrong when this schema arrives.
+INSERT INTO dashboard_alerts (site_id, kind, opened_at)
+    SELECT id, 'site_offline', COALESCE(status_at, created_at) FROM sites WHERE online = 0;
+INSERT INTO dashboard_alerts (site_id, kind, station, opened_at)
+    SELECT site_id, 'charger_offline', station, COALESCE(connection_changed_at, updated_at)
+    FROM chargers WHERE connected = 0;
+INSERT INTO dashboard_alerts (site_id, kind, station, evse, connector, detail, opened_at)
+    SELECT site_id, 'connector_faulted', station, evse, connector,
+        COALESCE(error_code, '') || CASE WHEN vendor_error_code IS NULL THEN '' ELSE ' / ' || vendor_error_code END
+            || CASE WHEN info IS NULL THEN '' ELSE ' / ' || info END,
+        status_at
+    FROM connectors WHERE status = 'Faulted';
+
