@@ -114,7 +114,7 @@ pub async fn page(
             ],
             &[
                 Ty::Text,
-                Ty::Text,
+                Ty::Int,
                 Ty::Text,
                 Ty::Text,
                 Ty::Text,
