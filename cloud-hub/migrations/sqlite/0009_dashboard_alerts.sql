@@ -1,5 +1,5 @@
--- Sitepilot cloud hub, SQLite schema 9: the dashboard's alerts. The PostgreSQL twin is
--- migrations/postgres/0009_dashboard_alerts.sql; keep the two in step.
+-- Sitepilot cloud hub, SQLite schema 9: the dashboard's alerts, and indexes for its session
+-- lists. The PostgreSQL twin is migrations/postgres/0009_dashboard_alerts.sql; keep the two in step.
 
 -- One row per alert episode, opened and cleared by what the sites report (ingest keeps
 -- it in the same transaction as the event's other effects; the site's presence status
@@ -40,3 +40,10 @@ INSERT INTO dashboard_alerts (site_id, kind, station, evse, connector, detail, o
         status_at
     FROM connectors WHERE status = 'Faulted';
 
+
+-- The dashboard's session lists walk sessions by their sort key (the start, else the
+-- stop, else the last update), newest first, of every site or of one.
+CREATE INDEX sessions_listed ON sessions (COALESCE(started_at, stopped_at, updated_at), site_id, transaction_uid);
+CREATE INDEX sessions_site_listed ON sessions (site_id, COALESCE(started_at, stopped_at, updated_at), transaction_uid);
+-- The charts find the sessions that started before their range and stopped in it or later.
+CREATE INDEX sessions_stopped ON sessions (stopped_at);

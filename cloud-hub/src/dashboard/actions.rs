@@ -204,7 +204,7 @@ pub(super) fn commands_table(commands: &[CommandRecord]) -> String {
         return out;
     }
     out.push_str(
-        "<div class=\"scroll\"><table id=\"command-list\"><thead><tr><th>Command</th><th>By</th><th>Sent</th>\
+        "<div class=\"scroll\"><table id=\"command-list\" class=\"stack\"><thead><tr><th>Command</th><th>By</th><th>Sent</th>\
          <th>Result</th></tr></thead><tbody>",
     );
     let now = Utc::now();
@@ -226,8 +226,8 @@ pub(super) fn commands_table(commands: &[CommandRecord]) -> String {
         };
         let _ = write!(
             out,
-            "<tr class=\"command\" data-command=\"{}\" data-type=\"{}\" data-status=\"{status}\"><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{result}</td></tr>",
+            "<tr class=\"command\" data-command=\"{}\" data-type=\"{}\" data-status=\"{status}\"><td data-label=\"Command\">{}</td>\
+             <td data-label=\"By\">{}</td><td data-label=\"Sent\">{}</td><td data-label=\"Result\">{result}</td></tr>",
             esc(&env.command_id),
             esc(&kind),
             esc(&describe(&env.command)),

@@ -197,7 +197,7 @@ fn table(rows: &[Row], open: bool) -> String {
         return format!("<p class=\"empty\" id=\"{id}-empty\">{empty}</p>");
     }
     let mut out = format!(
-        "<div class=\"scroll\"><table id=\"{id}\"><thead><tr><th>Alert</th><th>Site</th><th>Where</th>\
+        "<div class=\"scroll\"><table id=\"{id}\" class=\"stack\"><thead><tr><th>Alert</th><th>Site</th><th>Where</th>\
          <th>Detail</th><th>Opened</th>{}</tr></thead><tbody>",
         if open { "" } else { "<th>Cleared</th>" }
     );
@@ -210,11 +210,12 @@ fn table(rows: &[Row], open: bool) -> String {
             (st, 0, _) => esc(st),
             (st, e, c) => format!("{} {e}/{c}", esc(st)),
         };
-        let cleared = if open { String::new() } else { format!("<td>{}</td>", time(r.time(8))) };
+        let cleared = if open { String::new() } else { format!("<td data-label=\"Cleared\">{}</td>", time(r.time(8))) };
         let _ = write!(
             out,
-            "<tr class=\"alert\" data-kind=\"{}\" data-site=\"{}\"><td><span class=\"badge {}\">{}</span></td>\
-             <td><a href=\"/sites/{}\">{}</a></td><td>{place}</td><td>{}</td><td>{}</td>{cleared}</tr>",
+            "<tr class=\"alert\" data-kind=\"{}\" data-site=\"{}\"><td data-label=\"Alert\"><span class=\"badge {}\">{}</span></td>\
+             <td data-label=\"Site\"><a href=\"/sites/{}\">{}</a></td><td data-label=\"Where\">{place}</td>\
+             <td data-label=\"Detail\">{}</td><td data-label=\"Opened\">{}</td>{cleared}</tr>",
             esc(kind),
             esc(r.text(0).unwrap_or_default()),
             if open { "bad" } else { "" },

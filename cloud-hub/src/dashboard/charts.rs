@@ -148,7 +148,8 @@ fn overlap(a: DateTime<Utc>, b: DateTime<Utc>, c: DateTime<Utc>, d: DateTime<Utc
     if end > start { end - start } else { TimeDelta::zero() }
 }
 
-/// The chart's buckets from the sessions, `charging_points` and the time `now`.
+/// The chart's buckets from the sessions, `charging_points` and the time `now`. Each
+/// session touches only the buckets its readings and its time span overlap.
 pub fn compute(
     first: DateTime<Utc>,
     step: TimeDelta,
@@ -157,23 +158,43 @@ pub fn compute(
     charging_points: i64,
     now: DateTime<Utc>,
 ) -> Vec<Point> {
-    let readings: Vec<Readings> = spans.iter().filter_map(Span::readings).collect();
-    (0..count)
+    let n = usize::try_from(count).unwrap_or(0);
+    let step_ms = step.num_milliseconds().max(1);
+    let bucket = |i: usize| first + step * i32::try_from(i).unwrap_or(i32::MAX);
+    // The buckets that [from, to] overlaps, if any.
+    let range = |from: DateTime<Utc>, to: DateTime<Utc>| {
+        let index = |t: DateTime<Utc>| (t - first).num_milliseconds().div_euclid(step_ms);
+        let (a, b) = (index(from).max(0), index(to).min(count - 1));
+        (a <= b).then(|| usize::try_from(a).unwrap_or(0)..=usize::try_from(b).unwrap_or(0))
+    };
+    let mut wh = vec![0.0_f64; n];
+    let mut busy_ms = vec![0_i64; n];
+    for span in spans {
+        if let Some(points) = span.readings()
+            && let (Some(a), Some(b)) = (points.first(), points.last())
+            && let Some(buckets) = range(a.0, b.0)
+        {
+            for i in buckets {
+                let (start, end) = (bucket(i), bucket(i + 1));
+                wh[i] += (register_at(&points, end) - register_at(&points, start)).max(0.0);
+            }
+        }
+        let until = span.stop.unwrap_or(now).min(now);
+        if let Some(buckets) = range(span.start, until) {
+            for i in buckets {
+                busy_ms[i] += overlap(bucket(i), bucket(i + 1), span.start, until).num_milliseconds();
+            }
+        }
+    }
+    (0..n)
         .map(|i| {
-            let start = first + step * i32::try_from(i).unwrap_or(0);
-            let end = start + step;
-            let wh: f64 =
-                readings.iter().map(|points| (register_at(points, end) - register_at(points, start)).max(0.0)).sum();
+            let (start, end) = (bucket(i), bucket(i + 1));
             let elapsed = overlap(start, end, start, now);
             let utilisation_pct = (charging_points > 0 && elapsed > TimeDelta::zero()).then(|| {
-                let busy: i64 = spans
-                    .iter()
-                    .map(|s| overlap(start, end.min(now), s.start, s.stop.unwrap_or(now)).num_milliseconds())
-                    .sum();
-                let pct = busy as f64 * 100.0 / (elapsed.num_milliseconds() as f64 * charging_points as f64);
+                let pct = busy_ms[i] as f64 * 100.0 / (elapsed.num_milliseconds() as f64 * charging_points as f64);
                 (pct.min(100.0) * 10.0).round() / 10.0
             });
-            Point { start, energy_kwh: wh.round() / 1000.0, utilisation_pct }
+            Point { start, energy_kwh: wh[i].round() / 1000.0, utilisation_pct }
         })
         .collect()
 }
@@ -222,16 +243,31 @@ async fn check(store: &Store, viewer: &Viewer, q: &ChartQuery) -> Result<Checked
     Ok(Checked { site, range, end })
 }
 
+/// The sessions that overlap `[$3, $4)`: those that started in it, and those that started
+/// before and stopped in it or later or are still open (three index range scans).
+macro_rules! spans_sql {
+    ($($part:literal),+) => {
+        concat!($(
+            "SELECT s.started_at, s.stopped_at, s.meter_start_wh, s.last_energy_at, s.last_energy_wh, \
+                 s.meter_stop_wh FROM sessions s \
+             WHERE ($1 IS NULL OR s.id_tag IN (SELECT id_tag FROM customer_tokens WHERE customer_id = $1)) \
+                 AND ($2 IS NULL OR s.site_id = $2) AND ",
+            $part
+        ),+)
+    };
+}
+const SPANS_SQL: &str = spans_sql!(
+    "s.started_at >= $3 AND s.started_at < $4 UNION ALL ",
+    "s.started_at < $3 AND s.stopped_at > $3 UNION ALL ",
+    "s.started_at < $3 AND s.stopped_at IS NULL"
+);
+
 async fn chart_data(store: &Store, viewer: &Viewer, c: &Checked) -> Result<ChartData, DashError> {
     let (first, step, count) = c.range.buckets(c.end);
     let to = first + step * i32::try_from(count).unwrap_or(0);
     let rows = store
         .fetch(
-            "SELECT s.started_at, s.stopped_at, s.meter_start_wh, s.last_energy_at, s.last_energy_wh, s.meter_stop_wh \
-             FROM sessions s WHERE ($1 IS NULL OR s.id_tag IN (SELECT id_tag FROM customer_tokens \
-                 WHERE customer_id = $1)) \
-                 AND ($2 IS NULL OR s.site_id = $2) AND s.started_at IS NOT NULL AND s.started_at < $4 \
-                 AND (s.stopped_at IS NULL OR s.stopped_at > $3)",
+            SPANS_SQL,
             &[scope(viewer)?, Val::from(c.site.as_deref()), first.into(), to.into()],
             &[Ty::Time, Ty::Time, Ty::Int, Ty::Time, Ty::Int, Ty::Int],
         )

@@ -166,7 +166,7 @@ pub async fn page(
             current = Some(customer);
             let _ = write!(
                 list,
-                "<h2 data-customer=\"{}\">{}</h2><div class=\"scroll\"><table class=\"invoices\"><thead><tr>\
+                "<h2 data-customer=\"{}\">{}</h2><div class=\"scroll\"><table class=\"invoices stack\"><thead><tr>\
                  <th>Number</th><th>Period</th><th>Issued</th><th>Sessions</th><th class=\"n\">Net</th>\
                  <th class=\"n\">VAT</th><th class=\"n\">Total</th><th></th></tr></thead><tbody>",
                 esc(customer),
@@ -180,9 +180,11 @@ pub async fn page(
         };
         let _ = write!(
             list,
-            "<tr class=\"invoice\" data-invoice=\"{}\"><td>{}</td><td>{} – {}</td><td>{}</td><td class=\"n\">{}</td>\
-             <td class=\"n\">{} {currency}</td><td class=\"n\">{} {currency}</td><td class=\"n\">{} {currency}</td>\
-             <td><a href=\"/invoices/{}\">Open</a></td></tr>",
+            "<tr class=\"invoice\" data-invoice=\"{}\"><td data-label=\"Number\">{}</td>\
+             <td data-label=\"Period\">{} – {}</td><td data-label=\"Issued\">{}</td>\
+             <td class=\"n\" data-label=\"Sessions\">{}</td><td class=\"n\" data-label=\"Net\">{} {currency}</td>\
+             <td class=\"n\" data-label=\"VAT\">{} {currency}</td><td class=\"n\" data-label=\"Total\">{} {currency}</td>\
+             <td data-label=\"\"><a href=\"/invoices/{}\">Open</a></td></tr>",
             esc(id),
             r.int(1).unwrap_or(0),
             period(r.time(5)),

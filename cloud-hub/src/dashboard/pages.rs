@@ -325,7 +325,7 @@ pub async fn site(
     };
     let body = format!(
         "<p class=\"crumbs\"><a href=\"/\">Sites</a> › {}</p><h1>{}</h1>\
-         <p>Site id <code>{}</code> · agent {} · last event {}</p>\
+         <p>Site id <code>{}</code> · agent {}</p>\
          <p class=\"links\"><a href=\"/sites/{site}/sessions\">Sessions</a> · <a href=\"/charts?site={site}\">Charts</a> \
          · <a href=\"/alerts?site={site}\">Alerts</a></p>\
          <p class=\"live-state\" id=\"live-state\">connecting…</p>{result}\
@@ -334,7 +334,6 @@ pub async fn site(
         esc(name),
         esc(&id),
         esc(head.text(4).unwrap_or("—")),
-        time(head.time(3)),
         site = seg(&id),
     );
     render(&state.store, &viewer, name, &[], &body).await
@@ -354,7 +353,7 @@ pub async fn site_live(
 
 pub(super) async fn site_fragment(store: &Store, viewer: &Viewer, id: &str) -> Result<String, DashError> {
     let site = store
-        .fetch_opt("SELECT online FROM sites WHERE id = $1", &[id.into()], &[Ty::Bool])
+        .fetch_opt("SELECT online, last_event_at FROM sites WHERE id = $1", &[id.into()], &[Ty::Bool, Ty::Time])
         .await?
         .ok_or(DashError::NotFound)?;
     let site_online = site.bool(0);
@@ -404,7 +403,11 @@ pub(super) async fn site_fragment(store: &Store, viewer: &Viewer, id: &str) -> R
         None
     };
     let buttons = viewer.may_command().then_some(id);
-    let mut out = format!("<section><h2>Site link</h2><p>{}</p></section>", online_badge(site_online));
+    let mut out = format!(
+        "<section><h2>Site link</h2><p>{} <small>last event {}</small></p></section>",
+        online_badge(site_online),
+        time(site.time(1))
+    );
     out.push_str(&alerts_list(&alerts));
     out.push_str(&sessions_table(&sessions, buttons));
     out.push_str(&phase_table(&phases));
@@ -466,7 +469,7 @@ fn sessions_table(sessions: &[Row], buttons: Option<&str>) -> String {
     }
     let _ = write!(
         out,
-        "<div class=\"scroll\"><table id=\"sessions\"><thead><tr><th>Charger</th><th>Connector</th><th>Id tag</th>\
+        "<div class=\"scroll\"><table id=\"sessions\" class=\"stack\"><thead><tr><th>Charger</th><th>Connector</th><th>Id tag</th>\
          <th>Started</th><th>Energy</th><th>Power</th>{}</tr></thead><tbody>",
         if buttons.is_some() { "<th></th>" } else { "" }
     );
@@ -478,7 +481,7 @@ fn sessions_table(sessions: &[Row], buttons: Option<&str>) -> String {
         let station = s.text(1).unwrap_or_default();
         let stop = match (buttons, s.text(8).and_then(|t| t.parse::<i64>().ok())) {
             (Some(site), Some(tx)) => format!(
-                "<td>{}</td>",
+                "<td data-label=\"\">{}</td>",
                 command_form(
                     site,
                     &[("type", "remote_stop"), ("station", station), ("transaction_id", &tx.to_string())],
@@ -486,13 +489,14 @@ fn sessions_table(sessions: &[Row], buttons: Option<&str>) -> String {
                     "Stop"
                 )
             ),
-            (Some(_), None) => "<td><small>no transaction id</small></td>".to_owned(),
+            (Some(_), None) => "<td data-label=\"\"><small>no transaction id</small></td>".to_owned(),
             (None, _) => String::new(),
         };
         let _ = write!(
             out,
-            "<tr class=\"session\" data-tx=\"{}\" data-station=\"{}\"><td>{}</td><td>{connector}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td>{stop}</tr>",
+            "<tr class=\"session\" data-tx=\"{}\" data-station=\"{}\"><td data-label=\"Charger\">{}</td>\
+             <td data-label=\"Connector\">{connector}</td><td data-label=\"Id tag\">{}</td>\
+             <td data-label=\"Started\">{}</td><td data-label=\"Energy\">{}</td><td data-label=\"Power\">{}</td>{stop}</tr>",
             esc(s.text(0).unwrap_or_default()),
             esc(station),
             esc(station),
@@ -544,14 +548,15 @@ fn phase_table(rows: &[Row]) -> String {
         return out;
     }
     out.push_str(
-        "<div class=\"scroll\"><table><thead><tr><th>Charger</th><th>Measurand</th><th>Phase</th><th>Value</th>\
+        "<div class=\"scroll\"><table class=\"stack\"><thead><tr><th>Charger</th><th>Measurand</th><th>Phase</th><th>Value</th>\
          <th>At</th></tr></thead><tbody>",
     );
     for r in rows {
         let value = r.real(3).map(|v| format!("{v:.1} {}", r.text(4).unwrap_or_default())).unwrap_or_default();
         let _ = write!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td data-label=\"Charger\">{}</td><td data-label=\"Measurand\">{}</td><td data-label=\"Phase\">{}</td>\
+             <td data-label=\"Value\">{}</td><td data-label=\"At\">{}</td></tr>",
             esc(r.text(0).unwrap_or_default()),
             esc(r.text(1).unwrap_or_default()),
             esc(r.text(2).unwrap_or_default()),
@@ -573,7 +578,7 @@ fn chargers_table(chargers: &[Row], connectors: &[Row], site_online: Option<bool
         return out;
     }
     out.push_str(
-        "<div class=\"scroll\"><table id=\"chargers\"><thead><tr><th>Charger</th><th>Status</th>\
+        "<div class=\"scroll\"><table id=\"chargers\" class=\"stack\"><thead><tr><th>Charger</th><th>Status</th>\
          <th>Connectors</th><th>Model</th></tr></thead><tbody>",
     );
     for c in chargers {
@@ -629,8 +634,9 @@ fn chargers_table(chargers: &[Row], connectors: &[Row], site_online: Option<bool
         let model = [c.text(3), c.text(4)].into_iter().flatten().collect::<Vec<_>>().join(" ");
         let _ = write!(
             out,
-            "<tr data-station=\"{}\"><td>{}</td><td><span class=\"badge {class}\">{status}</span><br><small>since {}\
-             </small></td><td>{ks}</td><td>{}</td></tr>",
+            "<tr data-station=\"{}\"><td data-label=\"Charger\">{}</td><td data-label=\"Status\"><span class=\"badge {class}\">\
+             {status}</span> <small>since {}</small></td><td data-label=\"Connectors\">{ks}</td>\
+             <td data-label=\"Model\">{}</td></tr>",
             esc(station),
             esc(station),
             time(c.time(2)),

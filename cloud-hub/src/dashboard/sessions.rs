@@ -269,28 +269,58 @@ impl SessionLine {
     }
 }
 
-/// The session query: `$1` customer scope, `$2` site, `$3` / `$4` start range, `$5` state,
-/// `$6`..`$8` keyset cursor, `$9` limit, `$10` offset. The sort key is the start, else
-/// the stop, else the last update.
-const SESSIONS_SQL: &str = "SELECT s.site_id, sites.name, s.transaction_uid, s.station, s.evse, s.connector, \
-         s.id_tag, s.started_at, s.stopped_at, COALESCE(s.started_at, s.stopped_at, s.updated_at), \
-         s.meter_start_wh, s.last_energy_wh, s.energy_wh, s.stop_reason, \
-         c.id, c.total_energy_kwh, c.total_cost_excl_vat, c.total_cost_incl_vat, c.currency, \
-         (SELECT COUNT(*) FROM cdrs d WHERE d.site_id = s.site_id AND d.transaction_uid = s.transaction_uid) \
-     FROM sessions s JOIN sites ON sites.id = s.site_id \
-     LEFT JOIN cdrs c ON c.id = (SELECT d.id FROM cdrs d WHERE d.site_id = s.site_id \
-         AND d.transaction_uid = s.transaction_uid AND d.kind = 'debit' \
-         AND NOT EXISTS (SELECT 1 FROM cdrs k WHERE k.credits = d.id) ORDER BY d.revision DESC LIMIT 1) \
-     WHERE ($1 IS NULL OR s.id_tag IN (SELECT id_tag FROM customer_tokens WHERE customer_id = $1)) \
-         AND ($2 IS NULL OR s.site_id = $2) \
-         AND ($3 IS NULL OR COALESCE(s.started_at, s.stopped_at, s.updated_at) >= $3) \
-         AND ($4 IS NULL OR COALESCE(s.started_at, s.stopped_at, s.updated_at) < $4) \
-         AND ($5 IS NULL OR ($5 = 'open' AND s.stopped_at IS NULL) OR ($5 = 'finished' AND s.stopped_at IS NOT NULL)) \
-         AND ($6 IS NULL OR COALESCE(s.started_at, s.stopped_at, s.updated_at) < $6 \
-             OR (COALESCE(s.started_at, s.stopped_at, s.updated_at) = $6 \
-                 AND (s.site_id > $7 OR (s.site_id = $7 AND s.transaction_uid > $8)))) \
-     ORDER BY COALESCE(s.started_at, s.stopped_at, s.updated_at) DESC, s.site_id, s.transaction_uid \
-     LIMIT $9 OFFSET $10";
+/// The session query: `$1` customer scope, `$2` site, `$3` / `$4` start range (inclusive /
+/// exclusive), `$5` state, `$6`..`$8` keyset cursor (sort key, site, transaction: rows
+/// before it), `$9` limit, `$10` offset; the sort key is the start, else the stop, else
+/// the last update (`COALESCE(started_at, stopped_at, updated_at)`, indexed as such in
+/// schema 9), newest first. A page's keys are found first (an index range scan in sort
+/// order), and only those rows are joined with their site and CDRs. One text per scope
+/// (every customer or one, every site or one) so that each can use its index.
+macro_rules! sessions_sql {
+    ($customer:literal, $site:literal) => {
+        concat!(
+            "SELECT s.site_id, sites.name, s.transaction_uid, s.station, s.evse, s.connector, \
+                 s.id_tag, s.started_at, s.stopped_at, p.k, \
+                 s.meter_start_wh, s.last_energy_wh, s.energy_wh, s.stop_reason, \
+                 c.id, c.total_energy_kwh, c.total_cost_excl_vat, c.total_cost_incl_vat, c.currency, \
+                 (SELECT COUNT(*) FROM cdrs d WHERE d.site_id = s.site_id AND d.transaction_uid = s.transaction_uid) \
+             FROM (SELECT s.site_id, s.transaction_uid, COALESCE(s.started_at, s.stopped_at, s.updated_at) AS k \
+                 FROM sessions s WHERE ",
+            $customer,
+            " AND ",
+            $site,
+            " AND COALESCE(s.started_at, s.stopped_at, s.updated_at) >= $3 \
+                 AND COALESCE(s.started_at, s.stopped_at, s.updated_at) < $4 \
+                 AND ($5 IS NULL OR ($5 = 'open' AND s.stopped_at IS NULL) \
+                     OR ($5 = 'finished' AND s.stopped_at IS NOT NULL)) \
+                 AND COALESCE(s.started_at, s.stopped_at, s.updated_at) <= $6 \
+                 AND (COALESCE(s.started_at, s.stopped_at, s.updated_at), s.site_id, s.transaction_uid) < ($6, $7, $8) \
+                 ORDER BY COALESCE(s.started_at, s.stopped_at, s.updated_at) DESC, s.site_id DESC, \
+                     s.transaction_uid DESC \
+                 LIMIT $9 OFFSET $10) p \
+             JOIN sessions s ON s.site_id = p.site_id AND s.transaction_uid = p.transaction_uid \
+             JOIN sites ON sites.id = s.site_id \
+             LEFT JOIN cdrs c ON c.id = (SELECT d.id FROM cdrs d WHERE d.site_id = s.site_id \
+                 AND d.transaction_uid = s.transaction_uid AND d.kind = 'debit' \
+                 AND NOT EXISTS (SELECT 1 FROM cdrs k WHERE k.credits = d.id) ORDER BY d.revision DESC LIMIT 1) \
+             ORDER BY p.k DESC, p.site_id DESC, p.transaction_uid DESC"
+        )
+    };
+}
+const SQL_ALL: &str = sessions_sql!("$1 IS NULL", "$2 IS NULL");
+const SQL_SITE: &str = sessions_sql!("$1 IS NULL", "s.site_id = $2");
+const SQL_CUSTOMER: &str =
+    sessions_sql!("s.id_tag IN (SELECT id_tag FROM customer_tokens WHERE customer_id = $1)", "$2 IS NULL");
+const SQL_CUSTOMER_SITE: &str =
+    sessions_sql!("s.id_tag IN (SELECT id_tag FROM customer_tokens WHERE customer_id = $1)", "s.site_id = $2");
+
+/// Before and after every real time (SQLite compares the RFC 3339 text).
+fn earliest() -> DateTime<Utc> {
+    DateTime::from_timestamp(-62_135_596_800, 0).unwrap_or_default() // 0001-01-01T00:00:00Z
+}
+fn latest() -> DateTime<Utc> {
+    DateTime::from_timestamp(253_402_300_799, 0).unwrap_or_default() // 9999-12-31T23:59:59Z
+}
 
 const SESSION_COLUMNS: [Ty; 20] = [
     Ty::Text,
@@ -323,19 +353,25 @@ async fn fetch(
     limit: i64,
     offset: i64,
 ) -> Result<Vec<SessionLine>, DbError> {
+    let sql = match (scope, &f.site) {
+        (Val::Text(None), None) => SQL_ALL,
+        (Val::Text(None), Some(_)) => SQL_SITE,
+        (_, None) => SQL_CUSTOMER,
+        (_, Some(_)) => SQL_CUSTOMER_SITE,
+    };
     let args = [
         scope.clone(),
         Val::from(f.site.as_deref()),
-        Val::from(f.start_time()),
-        Val::from(f.end_time()),
+        Val::from(f.start_time().unwrap_or_else(earliest)),
+        Val::from(f.end_time().unwrap_or_else(latest)),
         Val::from(f.state.map(StateFilter::as_str)),
-        Val::from(after.map(|c| c.key)),
-        Val::from(after.map(|c| c.site.as_str())),
-        Val::from(after.map(|c| c.uid.as_str())),
+        Val::from(after.map_or_else(latest, |c| c.key)),
+        Val::from(after.map_or("", |c| c.site.as_str())),
+        Val::from(after.map_or("", |c| c.uid.as_str())),
         limit.into(),
         offset.into(),
     ];
-    Ok(store.fetch(SESSIONS_SQL, &args, &SESSION_COLUMNS).await?.iter().map(SessionLine::from_row).collect())
+    Ok(store.fetch(sql, &args, &SESSION_COLUMNS).await?.iter().map(SessionLine::from_row).collect())
 }
 
 /// The sites the viewer may see, by name (for the site filter).
@@ -389,13 +425,13 @@ fn table(lines: &[SessionLine], with_site: bool) -> String {
         return "<p class=\"empty\" id=\"no-sessions\">No sessions match.</p>".to_owned();
     }
     let mut out = format!(
-        "<div class=\"scroll\"><table id=\"session-list\"><thead><tr>{}<th>Charger</th><th>Id tag</th><th>Started</th>\
+        "<div class=\"scroll\"><table id=\"session-list\" class=\"stack\"><thead><tr>{}<th>Charger</th><th>Id tag</th><th>Started</th>\
          <th>Ended</th><th>Energy</th><th>Cost</th><th>State</th></tr></thead><tbody>",
         if with_site { "<th>Site</th>" } else { "" }
     );
     for l in lines {
         let site = if with_site {
-            format!("<td><a href=\"/sites/{}\">{}</a></td>", seg(&l.site_id), esc(&l.site_name))
+            format!("<td data-label=\"Site\"><a href=\"/sites/{}\">{}</a></td>", seg(&l.site_id), esc(&l.site_name))
         } else {
             String::new()
         };
@@ -411,9 +447,11 @@ fn table(lines: &[SessionLine], with_site: bool) -> String {
         };
         let _ = write!(
             out,
-            "<tr class=\"session\" data-tx=\"{}\" data-site=\"{}\" data-state=\"{state}\">{site}<td>{}{connector}</td>\
-             <td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
-             <td><span class=\"badge {class}\">{state}</span></td></tr>",
+            "<tr class=\"session\" data-tx=\"{}\" data-site=\"{}\" data-state=\"{state}\">{site}\
+             <td data-label=\"Charger\">{}{connector}</td><td data-label=\"Id tag\">{}</td>\
+             <td data-label=\"Started\">{}</td><td data-label=\"Ended\">{}</td>\
+             <td class=\"n\" data-label=\"Energy\">{}</td><td class=\"n\" data-label=\"Cost\">{}</td>\
+             <td data-label=\"State\"><span class=\"badge {class}\">{state}</span></td></tr>",
             esc(&l.transaction_uid),
             esc(&l.site_id),
             esc(&l.station),
