@@ -4,7 +4,7 @@
 
 mod common;
 
-use chrono::Utc;
+use chrono::{TimeZone as _, Utc};
 use cloud_hub::dashboard::Role;
 use cloud_hub::db::Val;
 use common::*;
@@ -805,6 +805,44 @@ async fn alerts_commands_and_charts(backend: Backend) {
     assert_eq!(fm2.get(&format!("/charts.json?site={site}")).await.0, 404);
     assert_eq!(op.get("/charts.json?range=year").await.0, 400);
     assert_eq!(op.get("/charts.json?end=tomorrow").await.0, 400);
+    // Bucket edges: a session starting exactly on an hour (summed by the database) and one
+    // across midnight (spread by the hub), at a site of their own.
+    let (beta, beta_pw) = hub.add_site("Beta").await;
+    let beta_edge = hub.edge(&beta, &beta_pw).await;
+    let mut beta_edge = beta_edge;
+    let at = |d: u32, h: u32, m: u32| Utc.with_ymd_and_hms(2026, 11, d, h, m, 0).single().expect("time");
+    let events = vec![
+        status_event(1, "CP-B", ConnectorStatus::Available, "NoError", 0),
+        started_at(2, "CP-B", "b-night", "TAG-GLOBEX", 10_000, at(20, 23, 0)),
+        stopped_at(3, "CP-B", "b-night", 14_000, at(21, 1, 0)),
+        started_at(4, "CP-B", "b-edge", "TAG-GLOBEX", 0, at(21, 13, 0)),
+        stopped_at(5, "CP-B", "b-edge", 1_000, at(21, 13, 30)),
+    ];
+    assert_eq!(beta_edge.roundtrip(&batch(&beta, events)).await, 5);
+    let (_, _, day) = op.get(&format!("/charts.json?site={beta}&range=day&end=2026-11-21")).await;
+    let day: serde_json::Value = serde_json::from_str(&day).expect("json");
+    assert_eq!((day["sessions"].as_u64(), day["charging_points"].as_u64()), (Some(2), Some(1)), "{day}");
+    let hours: Vec<(f64, f64)> = day["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .map(|p| (p["energy_kwh"].as_f64().unwrap_or(-1.0), p["utilisation_pct"].as_f64().unwrap_or(-1.0)))
+        .collect();
+    assert_eq!(hours[0], (2.0, 100.0), "the night session's second hour: {hours:?}");
+    assert_eq!(hours[1], (0.0, 0.0));
+    assert_eq!(hours[12], (0.0, 0.0), "not the hour before the edge");
+    assert_eq!(hours[13], (1.0, 50.0), "a start on the hour counts in that hour");
+    let (_, _, week) = op.get(&format!("/charts.json?site={beta}&range=week&end=2026-11-21")).await;
+    let week: serde_json::Value = serde_json::from_str(&week).expect("json");
+    let days: Vec<(f64, f64)> = week["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .map(|p| (p["energy_kwh"].as_f64().unwrap_or(-1.0), p["utilisation_pct"].as_f64().unwrap_or(-1.0)))
+        .collect();
+    assert_eq!(days[5], (2.0, 4.2), "one hour of the night session on the 20th: {days:?}");
+    assert_eq!(days[6].0, 3.0, "its other hour and the edge session on the 21st");
+
     let (status, headers, chart_page) = op.get(&format!("/charts?site={site}&range=day&end=2026-11-21")).await;
     assert_eq!(status, 200);
     assert!(chart_page.contains("<script src=\"/static/uplot.min.js\"></script>"));

@@ -47,3 +47,6 @@ CREATE INDEX sessions_listed ON sessions ((COALESCE(started_at, stopped_at, upda
 CREATE INDEX sessions_site_listed ON sessions (site_id, (COALESCE(started_at, stopped_at, updated_at)), transaction_uid);
 -- The charts find the sessions that started before their range and stopped in it or later.
 CREATE INDEX sessions_stopped ON sessions (stopped_at);
+-- Which sites a fleet manager may see: those where one of their customer's id tags
+-- charged, one probe per tag and site.
+CREATE INDEX sessions_tag_site ON sessions (id_tag, site_id);

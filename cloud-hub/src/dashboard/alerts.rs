@@ -153,12 +153,7 @@ pub(crate) async fn on_status(store: &Store, site: &str, online: bool, at: DateT
 /// The sites a fleet manager may see (`$1`: their customer; NULL: every site).
 macro_rules! visible {
     ($col:literal) => {
-        concat!(
-            "($1 IS NULL OR ",
-            $col,
-            " IN (SELECT s.site_id FROM sessions s JOIN customer_tokens t ON t.id_tag = s.id_tag \
-             WHERE t.customer_id = $1))"
-        )
+        visible_site!($col)
     };
 }
 

@@ -8,8 +8,10 @@
 //!   default. Days and hours are UTC (the hub does not know every site's time zone).
 //!   Buckets are hours for `day`, days otherwise.
 //! - **Energy** (kWh per bucket): each session's register readings the hub keeps (meter
-//!   start, the latest reading, meter stop) joined by straight lines, and the rise of that
-//!   line within the bucket. A session whose readings go down is left out.
+//!   start, the latest reading when it lies within the session, meter stop) joined by
+//!   straight lines, and the rise of that line within the bucket. A session whose meter
+//!   stop is below its start is left out. Sessions that start and stop within one bucket
+//!   (most of them) are summed by the database; only the others are read one by one.
 //! - **Utilisation** (% per bucket): the time charging points (EVSEs that reported a
 //!   status, OCPP 1.6 connectors) spent in a session, over the time they were there
 //!   (for the current bucket, up to now; a bucket in the future has none).
@@ -96,22 +98,40 @@ pub struct Span {
 type Readings = Vec<(DateTime<Utc>, i64)>;
 
 impl Span {
-    /// The register readings in time order, or `None` when there are not two or they go
-    /// down.
+    /// The register readings in time order: the meter start, the latest reading when it
+    /// lies within the session in time and value, the meter stop. `None` when there are
+    /// not two, or the stop is below the start.
     fn readings(&self) -> Option<Readings> {
-        let mut points = vec![(self.start, self.meter_start_wh?)];
+        let start = self.meter_start_wh?;
+        let stop = match (self.stop, self.meter_stop_wh) {
+            (Some(at), Some(wh)) if wh >= start && at >= self.start => Some((at, wh)),
+            (Some(_), Some(_)) => return None,
+            _ => None,
+        };
+        let mut points = vec![(self.start, start)];
         if let Some((at, wh)) = self.last
             && at > self.start
-            && self.stop.is_none_or(|stop| at < stop)
+            && wh >= start
+            && stop.is_none_or(|(stop_at, stop_wh)| at < stop_at && wh <= stop_wh)
+            && self.stop.is_none_or(|stop_at| at < stop_at)
         {
             points.push((at, wh));
         }
-        if let (Some(stop), Some(wh)) = (self.stop, self.meter_stop_wh) {
-            points.push((stop, wh));
-        }
-        let rising = points.windows(2).all(|w| w[1].0 >= w[0].0 && w[1].1 >= w[0].1);
-        (points.len() >= 2 && rising).then_some(points)
+        points.extend(stop);
+        (points.len() >= 2).then_some(points)
     }
+}
+
+/// Sessions that the database summed up per bucket: each finished within the bucket it
+/// started in, with its stop not below its start (the rest come one by one as [`Span`]s).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Summed {
+    pub bucket: i64,
+    pub sessions: i64,
+    /// Meter stop minus meter start, summed.
+    pub wh: i64,
+    /// Stop minus start, summed.
+    pub busy_ms: f64,
 }
 
 /// The register at `t`: straight lines between readings, flat before and after.
@@ -148,13 +168,15 @@ fn overlap(a: DateTime<Utc>, b: DateTime<Utc>, c: DateTime<Utc>, d: DateTime<Utc
     if end > start { end - start } else { TimeDelta::zero() }
 }
 
-/// The chart's buckets from the sessions, `charging_points` and the time `now`. Each
-/// session touches only the buckets its readings and its time span overlap.
+/// The chart's buckets from the sessions (`summed` per bucket by the database, the rest
+/// as `spans`), `charging_points` and the time `now`. Each span touches only the buckets
+/// its readings and its time overlap.
 pub fn compute(
     first: DateTime<Utc>,
     step: TimeDelta,
     count: i64,
     spans: &[Span],
+    summed: &[Summed],
     charging_points: i64,
     now: DateTime<Utc>,
 ) -> Vec<Point> {
@@ -168,7 +190,13 @@ pub fn compute(
         (a <= b).then(|| usize::try_from(a).unwrap_or(0)..=usize::try_from(b).unwrap_or(0))
     };
     let mut wh = vec![0.0_f64; n];
-    let mut busy_ms = vec![0_i64; n];
+    let mut busy_ms = vec![0.0_f64; n];
+    for s in summed {
+        if let Some(i) = usize::try_from(s.bucket).ok().filter(|i| *i < n) {
+            wh[i] += s.wh as f64;
+            busy_ms[i] += s.busy_ms;
+        }
+    }
     for span in spans {
         if let Some(points) = span.readings()
             && let (Some(a), Some(b)) = (points.first(), points.last())
@@ -182,7 +210,7 @@ pub fn compute(
         let until = span.stop.unwrap_or(now).min(now);
         if let Some(buckets) = range(span.start, until) {
             for i in buckets {
-                busy_ms[i] += overlap(bucket(i), bucket(i + 1), span.start, until).num_milliseconds();
+                busy_ms[i] += overlap(bucket(i), bucket(i + 1), span.start, until).num_milliseconds() as f64;
             }
         }
     }
@@ -191,7 +219,7 @@ pub fn compute(
             let (start, end) = (bucket(i), bucket(i + 1));
             let elapsed = overlap(start, end, start, now);
             let utilisation_pct = (charging_points > 0 && elapsed > TimeDelta::zero()).then(|| {
-                let pct = busy_ms[i] as f64 * 100.0 / (elapsed.num_milliseconds() as f64 * charging_points as f64);
+                let pct = busy_ms[i] * 100.0 / (elapsed.num_milliseconds() as f64 * charging_points as f64);
                 (pct.min(100.0) * 10.0).round() / 10.0
             });
             Point { start, energy_kwh: wh[i].round() / 1000.0, utilisation_pct }
@@ -243,35 +271,144 @@ async fn check(store: &Store, viewer: &Viewer, q: &ChartQuery) -> Result<Checked
     Ok(Checked { site, range, end })
 }
 
-/// The sessions that overlap `[$3, $4)`: those that started in it, and those that started
-/// before and stopped in it or later or are still open (three index range scans).
-macro_rules! spans_sql {
-    ($($part:literal),+) => {
-        concat!($(
-            "SELECT s.started_at, s.stopped_at, s.meter_start_wh, s.last_energy_at, s.last_energy_wh, \
-                 s.meter_stop_wh FROM sessions s \
-             WHERE ($1 IS NULL OR s.id_tag IN (SELECT id_tag FROM customer_tokens WHERE customer_id = $1)) \
-                 AND ($2 IS NULL OR s.site_id = $2) AND ",
-            $part
-        ),+)
+/// When the database sums a session up per bucket (`$3` the first bucket's start, `$4`
+/// the end, `$5` the bucket length in ms, `$6` now): it started and stopped in the same
+/// bucket, before now, with a meter stop not below its start. As 1 or 0 (never NULL), so
+/// that the sessions summed and those listed one by one are exact complements. `$b` is the
+/// bucket of a time, `$ms` a session's length in ms, in the database's own date
+/// arithmetic (the one place where the two backends' SQL differs).
+macro_rules! summed_case {
+    ($b_start:literal, $b_stop:literal) => {
+        concat!(
+            "CASE WHEN s.started_at >= $3 AND s.stopped_at IS NOT NULL AND s.stopped_at < $4 \
+                 AND s.stopped_at <= $6 AND s.stopped_at >= s.started_at AND s.meter_start_wh IS NOT NULL \
+                 AND s.meter_stop_wh >= s.meter_start_wh AND ",
+            $b_start,
+            " = ",
+            $b_stop,
+            " THEN 1 ELSE 0 END"
+        )
     };
 }
-const SPANS_SQL: &str = spans_sql!(
-    "s.started_at >= $3 AND s.started_at < $4 UNION ALL ",
-    "s.started_at < $3 AND s.stopped_at > $3 UNION ALL ",
-    "s.started_at < $3 AND s.stopped_at IS NULL"
-);
+
+/// The chart queries of one backend and scope: `SUMMED` (per bucket), `SPANS` (every other
+/// session that overlaps `[$3, $4)`: started in it, or before it and stopped in it or later
+/// or still open; three index range scans).
+macro_rules! chart_sql {
+    ($site:literal, $b_start:literal, $b_stop:literal, $ms:literal, $int:literal, $real:literal) => {
+        (
+            concat!(
+                "SELECT CAST(",
+                $b_start,
+                " AS ",
+                $int,
+                "), COUNT(*), CAST(SUM(s.meter_stop_wh - s.meter_start_wh) AS ",
+                $int,
+                "), CAST(SUM(",
+                $ms,
+                ") AS ",
+                $real,
+                ") FROM sessions s ",
+                chart_sql!(@scope $site),
+                " AND s.started_at >= $3 AND s.started_at < $4 AND ",
+                summed_case!($b_start, $b_stop),
+                " = 1 GROUP BY 1"
+            ),
+            concat!(
+                chart_sql!(@spans $site, $b_start, $b_stop, "s.started_at >= $3 AND s.started_at < $4"),
+                " UNION ALL ",
+                chart_sql!(@spans $site, $b_start, $b_stop, "s.started_at < $3 AND s.stopped_at > $3"),
+                " UNION ALL ",
+                chart_sql!(@spans $site, $b_start, $b_stop, "s.started_at < $3 AND s.stopped_at IS NULL")
+            ),
+        )
+    };
+    (@scope $site:literal) => {
+        concat!(
+            "WHERE ($1 IS NULL OR s.id_tag IN (SELECT id_tag FROM customer_tokens WHERE customer_id = $1)) AND ",
+            $site
+        )
+    };
+    (@spans $site:literal, $b_start:literal, $b_stop:literal, $when:literal) => {
+        concat!(
+            "SELECT s.started_at, s.stopped_at, s.meter_start_wh, s.last_energy_at, s.last_energy_wh, \
+                 s.meter_stop_wh FROM sessions s ",
+            chart_sql!(@scope $site),
+            " AND ",
+            $when,
+            " AND ",
+            summed_case!($b_start, $b_stop),
+            " = 0"
+        )
+    };
+}
+
+/// SQLite: Julian days (times are RFC 3339 text), rounded to whole milliseconds before the
+/// integer division into buckets (a start on a bucket's boundary must not fall into the
+/// bucket before through the floating point).
+macro_rules! sqlite_chart_sql {
+    ($site:literal) => {
+        chart_sql!(
+            $site,
+            "CAST(ROUND((julianday(s.started_at) - julianday($3)) * 86400000.0) AS INTEGER) / $5",
+            "CAST(ROUND((julianday(s.stopped_at) - julianday($3)) * 86400000.0) AS INTEGER) / $5",
+            "(julianday(s.stopped_at) - julianday(s.started_at)) * 86400000.0",
+            "INTEGER",
+            "REAL"
+        )
+    };
+}
+
+/// PostgreSQL: epoch seconds of `timestamptz` differences.
+macro_rules! postgres_chart_sql {
+    ($site:literal) => {
+        chart_sql!(
+            $site,
+            "FLOOR(EXTRACT(EPOCH FROM (s.started_at - $3)) * 1000.0 / $5)",
+            "FLOOR(EXTRACT(EPOCH FROM (s.stopped_at - $3)) * 1000.0 / $5)",
+            "EXTRACT(EPOCH FROM (s.stopped_at - s.started_at)) * 1000.0",
+            "BIGINT",
+            "DOUBLE PRECISION"
+        )
+    };
+}
+
+/// `(SUMMED, SPANS)` per backend and scope.
+const SQLITE_FLEET: (&str, &str) = sqlite_chart_sql!("$2 IS NULL");
+const SQLITE_SITE: (&str, &str) = sqlite_chart_sql!("s.site_id = $2");
+const POSTGRES_FLEET: (&str, &str) = postgres_chart_sql!("$2 IS NULL");
+const POSTGRES_SITE: (&str, &str) = postgres_chart_sql!("s.site_id = $2");
 
 async fn chart_data(store: &Store, viewer: &Viewer, c: &Checked) -> Result<ChartData, DashError> {
     let (first, step, count) = c.range.buckets(c.end);
     let to = first + step * i32::try_from(count).unwrap_or(0);
-    let rows = store
-        .fetch(
-            SPANS_SQL,
-            &[scope(viewer)?, Val::from(c.site.as_deref()), first.into(), to.into()],
-            &[Ty::Time, Ty::Time, Ty::Int, Ty::Time, Ty::Int, Ty::Int],
-        )
-        .await?;
+    let (summed_sql, spans_sql) = match (store.backend(), c.site.is_some()) {
+        ("postgres", false) => POSTGRES_FLEET,
+        ("postgres", true) => POSTGRES_SITE,
+        (_, false) => SQLITE_FLEET,
+        (_, true) => SQLITE_SITE,
+    };
+    let now = Utc::now();
+    let args = [
+        scope(viewer)?,
+        Val::from(c.site.as_deref()),
+        first.into(),
+        to.into(),
+        step.num_milliseconds().into(),
+        now.into(),
+    ];
+    let summed: Vec<Summed> = store
+        .fetch(summed_sql, &args, &[Ty::Int, Ty::Int, Ty::Int, Ty::Real])
+        .await?
+        .iter()
+        .map(|r| Summed {
+            bucket: r.int(0).unwrap_or(-1),
+            sessions: r.int(1).unwrap_or(0),
+            wh: r.int(2).unwrap_or(0),
+            busy_ms: r.real(3).unwrap_or(0.0),
+        })
+        .collect();
+    let rows = store.fetch(spans_sql, &args, &[Ty::Time, Ty::Time, Ty::Int, Ty::Time, Ty::Int, Ty::Int]).await?;
     let spans: Vec<Span> = rows
         .iter()
         .filter_map(|r| {
@@ -286,17 +423,19 @@ async fn chart_data(store: &Store, viewer: &Viewer, c: &Checked) -> Result<Chart
         .collect();
     let charging_points = store
         .fetch_opt(
-            "SELECT COUNT(*) FROM (SELECT DISTINCT k.site_id, k.station, k.evse FROM connectors k \
-             WHERE k.evse > 0 AND ($2 IS NULL OR k.site_id = $2) AND ($1 IS NULL OR k.site_id IN \
-                 (SELECT s.site_id FROM sessions s JOIN customer_tokens t ON t.id_tag = s.id_tag \
-                  WHERE t.customer_id = $1))) points",
+            concat!(
+                "SELECT COUNT(*) FROM (SELECT DISTINCT k.site_id, k.station, k.evse FROM connectors k \
+                 WHERE k.evse > 0 AND ($2 IS NULL OR k.site_id = $2) AND ",
+                visible_site!("k.site_id"),
+                ") points"
+            ),
             &[scope(viewer)?, Val::from(c.site.as_deref())],
             &[Ty::Int],
         )
         .await?
         .and_then(|r| r.int(0))
         .unwrap_or(0);
-    let points = compute(first, step, count, &spans, charging_points, Utc::now());
+    let points = compute(first, step, count, &spans, &summed, charging_points, now);
     let total = points.iter().map(|p| p.energy_kwh).sum::<f64>();
     Ok(ChartData {
         site: c.site.clone(),
@@ -305,7 +444,7 @@ async fn chart_data(store: &Store, viewer: &Viewer, c: &Checked) -> Result<Chart
         from: first,
         to,
         charging_points,
-        sessions: spans.len(),
+        sessions: spans.len() + summed.iter().map(|s| usize::try_from(s.sessions).unwrap_or(0)).sum::<usize>(),
         total_energy_kwh: (total * 1000.0).round() / 1000.0,
         points,
     })
@@ -335,8 +474,7 @@ pub async fn page(
     let sites = state
         .store
         .fetch(
-            "SELECT id, name FROM sites WHERE ($1 IS NULL OR id IN (SELECT s.site_id FROM sessions s \
-             JOIN customer_tokens t ON t.id_tag = s.id_tag WHERE t.customer_id = $1)) ORDER BY name, id",
+            concat!("SELECT id, name FROM sites WHERE ", visible_site!("sites.id"), " ORDER BY name, id"),
             &[scope(&viewer)?],
             &[Ty::Text, Ty::Text],
         )
@@ -429,7 +567,7 @@ mod tests {
             last: None,
             meter_stop_wh: Some(41_000),
         };
-        let points = compute(at(20, 0), TimeDelta::days(1), 2, &[s], 2, at(25, 0));
+        let points = compute(at(20, 0), TimeDelta::days(1), 2, &[s], &[], 2, at(25, 0));
         assert_eq!(points.iter().map(|p| p.energy_kwh).collect::<Vec<_>>(), [20.0, 20.0]);
         // 2 h of 2 x 24 h.
         assert_eq!(points[0].utilisation_pct, Some(4.2));
@@ -446,7 +584,7 @@ mod tests {
             meter_stop_wh: None,
         };
         // Now is 14:00: hourly buckets of the day.
-        let points = compute(at(21, 0), TimeDelta::hours(1), 24, &[s], 1, at(21, 14));
+        let points = compute(at(21, 0), TimeDelta::hours(1), 24, &[s], &[], 1, at(21, 14));
         assert_eq!(points[10].energy_kwh, 3.0);
         assert_eq!(points[11].energy_kwh, 3.0);
         assert_eq!(points[12].energy_kwh, 0.0, "nothing known after the latest reading");
@@ -464,9 +602,25 @@ mod tests {
             last: None,
             meter_stop_wh: Some(1_000),
         };
-        let points = compute(at(21, 0), TimeDelta::days(1), 1, &[s], 0, at(22, 0));
+        let points = compute(at(21, 0), TimeDelta::days(1), 1, &[s], &[], 0, at(22, 0));
         assert_eq!(points[0].energy_kwh, 0.0);
         assert_eq!(points[0].utilisation_pct, None, "no charging points");
+    }
+
+    #[test]
+    fn a_latest_reading_outside_the_session_is_ignored_not_the_session() {
+        let s = Span {
+            start: at(21, 10),
+            stop: Some(at(21, 12)),
+            meter_start_wh: Some(0),
+            last: Some((at(21, 11), 9_000)),
+            meter_stop_wh: Some(2_000),
+        };
+        let points = compute(at(21, 0), TimeDelta::hours(1), 24, &[s], &[], 1, at(22, 0));
+        assert_eq!((points[10].energy_kwh, points[11].energy_kwh), (1.0, 1.0), "a straight line from start to stop");
+        let summed = Summed { bucket: 3, sessions: 2, wh: 1_500, busy_ms: 1_800_000.0 };
+        let points = compute(at(21, 0), TimeDelta::hours(1), 24, &[], &[summed], 1, at(22, 0));
+        assert_eq!((points[3].energy_kwh, points[3].utilisation_pct), (1.5, Some(50.0)));
     }
 
     #[test]

@@ -19,6 +19,21 @@
 //! each printable at `/invoices/{id}`), alerts (`/alerts`, their count in every page's
 //! navigation) and energy / utilisation charts (`/charts`, data at `/charts.json`).
 
+/// The SQL condition "the site in column `$col` is one the viewer may see", `$1` being the
+/// viewer's customer (NULL for admins and CPO operators: every site). A fleet manager sees
+/// the sites where their customer's id tags charged: one index probe per tag and site
+/// (`sessions (id_tag, site_id)`, schema 9), however many sessions there are.
+macro_rules! visible_site {
+    ($col:literal) => {
+        concat!(
+            "($1 IS NULL OR EXISTS (SELECT 1 FROM customer_tokens vt JOIN sessions vs ON vs.id_tag = vt.id_tag \
+             AND vs.site_id = ",
+            $col,
+            " WHERE vt.customer_id = $1))"
+        )
+    };
+}
+
 pub mod actions;
 pub mod alerts;
 pub mod charts;

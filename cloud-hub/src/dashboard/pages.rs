@@ -181,8 +181,7 @@ pub(super) fn scope(viewer: &Viewer) -> Result<Val, DashError> {
 pub(super) async fn check_site(store: &Store, viewer: &Viewer, site: &str) -> Result<(), DashError> {
     let row = store
         .fetch_opt(
-            "SELECT sites.id FROM sites WHERE sites.id = $2 AND ($1 IS NULL OR sites.id IN (SELECT s.site_id \
-             FROM sessions s JOIN customer_tokens t ON t.id_tag = s.id_tag WHERE t.customer_id = $1))",
+            concat!("SELECT sites.id FROM sites WHERE sites.id = $2 AND ", visible_site!("sites.id")),
             &[scope(viewer)?, site.into()],
             &[Ty::Text],
         )
@@ -205,7 +204,8 @@ struct SiteLine {
 
 async fn site_lines(store: &Store, viewer: &Viewer) -> Result<Vec<SiteLine>, DashError> {
     // Alerts: open ones (site offline, chargers offline, connectors Faulted; see `alerts`).
-    const SQL: &str = "SELECT sites.id, sites.name, sites.online, \
+    const SQL: &str = concat!(
+        "SELECT sites.id, sites.name, sites.online, \
          (SELECT COUNT(*) FROM chargers c WHERE c.site_id = sites.id AND c.connected = $2), \
          (SELECT COUNT(*) FROM chargers c WHERE c.site_id = sites.id), \
          (SELECT COUNT(*) FROM sessions s WHERE s.site_id = sites.id AND s.stopped_at IS NULL \
@@ -216,9 +216,10 @@ async fn site_lines(store: &Store, viewer: &Viewer) -> Result<Vec<SiteLine>, Das
              FROM sessions s WHERE s.site_id = sites.id AND s.stopped_at IS NULL \
              AND ($1 IS NULL OR s.id_tag IN (SELECT id_tag FROM customer_tokens WHERE customer_id = $1))), \
          (SELECT COUNT(*) FROM dashboard_alerts a WHERE a.site_id = sites.id AND a.cleared_at IS NULL) \
-         FROM sites WHERE ($1 IS NULL OR sites.id IN (SELECT s.site_id FROM sessions s \
-             JOIN customer_tokens t ON t.id_tag = s.id_tag WHERE t.customer_id = $1)) \
-         ORDER BY sites.name, sites.id LIMIT $3";
+         FROM sites WHERE ",
+        visible_site!("sites.id"),
+        " ORDER BY sites.name, sites.id LIMIT $3"
+    );
     let rows = store
         .fetch(
             SQL,

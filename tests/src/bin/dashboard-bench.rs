@@ -180,7 +180,7 @@ fn site_events(site: usize, args: &Args, customers_tags: &[String], now: DateTim
                 }
                 n += 1;
                 let uid = format!("s{site}-c{c}-d{day}-k{k}");
-                let tag = &customers_tags[(site + c + n) % customers_tags.len()];
+                let tag = &customers_tags[(site * 31 + c * 7 + n) % customers_tags.len()];
                 let connector = ConnectorRef { evse: 1, connector: 1 };
                 push(
                     start,
@@ -488,7 +488,7 @@ async fn run_on(backend: Backend, url: &str, dir: &std::path::Path, args: &Args)
             .send()
             .await?;
         let body: serde_json::Value = res.json().await?;
-        if c == 0 {
+        if invoice.is_none() {
             invoice = body["id"].as_str().map(str::to_owned);
         }
     }
@@ -496,6 +496,7 @@ async fn run_on(backend: Backend, url: &str, dir: &std::path::Path, args: &Args)
     let samples = count(&store, "SELECT COUNT(*) FROM meter_samples").await?;
     let cdrs = count(&store, "SELECT COUNT(*) FROM cdrs").await?;
     let alerts = count(&store, "SELECT COUNT(*) FROM dashboard_alerts WHERE cleared_at IS NULL").await?;
+    let invoices = count(&store, "SELECT COUNT(*) FROM invoices").await?;
     eprintln!("{backend:?}: fleet ready in {:.0} s", started.elapsed().as_secs_f64());
 
     let op_pw = cloud_hub::dashboard::cli::add_user(&store, "op", Role::CpoOperator, None).await?;
@@ -506,14 +507,13 @@ async fn run_on(backend: Backend, url: &str, dir: &std::path::Path, args: &Args)
     println!();
     println!(
         "### {} — {} sites, {} chargers, {sessions} sessions, {samples} meter samples, {cdrs} CDRs, {alerts} open \
-         alerts, {} invoices",
+         alerts, {invoices} invoices",
         match backend {
             Backend::Sqlite => "SQLite",
             Backend::Postgres => "PostgreSQL",
         },
         args.sites,
         args.sites * args.chargers,
-        args.customers
     );
     println!();
     println!("{} requests per page, one at a time, to the last byte (ms).", args.requests);
@@ -526,7 +526,7 @@ async fn run_on(backend: Backend, url: &str, dir: &std::path::Path, args: &Args)
     let week_ago = (now - TimeDelta::days(6)).format("%Y-%m-%d");
     measure(&op, "baseline", "/health", n).await?;
     measure(&op, "baseline", "/static/dashboard.css", n).await?;
-    let invoice = invoice.unwrap_or_default();
+    let invoice = invoice.ok_or_else(|| anyhow!("no customer had CDRs to invoice"))?;
     let pages = [
         "/".to_owned(),
         format!("/sites/{site}"),
