@@ -123,7 +123,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         http::HttpState { store: store.clone(), metrics: metrics.clone(), mqtt_ready: sync.ready_watch() },
         api,
     );
-    app = app.merge(crate::dashboard::router(store.clone()));
+    let dashboard = crate::dashboard::DashSettings {
+        mqtt: sync.client(),
+        metrics: metrics.clone(),
+        command_expiry_s: config.api.command_expiry_s,
+        issuer: config.billing.issuer.clone(),
+    };
+    app = app.merge(crate::dashboard::router(store.clone(), dashboard));
     let ocpi = if config.ocpi.enabled {
         let service = crate::ocpi::Service::start(&config.ocpi, store.clone(), http_addr).await?;
         app = crate::ocpi::mount(app, service.state.clone());

@@ -18,6 +18,7 @@ use serde_json::Value;
 use shared_model::sync::{Command, CommandEnvelope, CommandResult, PROTOCOL_VERSION, Topic};
 
 use crate::db::{DbError, Row, Store, Ty, Val};
+use crate::metrics::{Metrics, ReasonLabels};
 
 /// The most commands re-sent to one site per hello (the oldest first; the rest follow
 /// at the next hello, and an edge with that many pending commands has other problems).
@@ -110,6 +111,64 @@ pub fn publish(client: &AsyncClient, env: &CommandEnvelope) -> Result<(), String
     client
         .try_publish(Topic::Commands.of(&env.site_id), QoS::AtLeastOnce, false, payload)
         .map_err(|e| format!("cannot queue the command for MQTT: {e}"))
+}
+
+/// A command that [`issue`] stored and tried to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Issued {
+    pub envelope: CommandEnvelope,
+    /// Whether it was handed to the MQTT client now (else it goes out at the site's next
+    /// hello).
+    pub published: bool,
+}
+
+/// Who sends a command, and through what.
+#[derive(Debug, Clone, Copy)]
+pub struct Issuer<'a> {
+    /// The `commands_published{reason}` label: `api` or `dashboard`.
+    pub via: &'static str,
+    /// Stored as `issued_by`: the API key's or the dashboard user's name.
+    pub name: &'a str,
+}
+
+/// Sends a checked command to `site` the way every sender does (the fleet API, the
+/// dashboard): stores it (status `sent`, expiring `lifetime_s` from now), publishes it and
+/// counts the publish under `commands_published{reason}`. A publish that cannot be queued
+/// is not an error: the command is stored and goes out at the site's next hello.
+pub async fn issue(
+    store: &Store,
+    mqtt: &AsyncClient,
+    metrics: &Metrics,
+    issuer: Issuer<'_>,
+    site: &str,
+    command: Command,
+    lifetime_s: u64,
+) -> Result<Issued, DbError> {
+    let Issuer { via, name: issued_by } = issuer;
+    let now = Utc::now();
+    let expires_at = i64::try_from(lifetime_s).ok().and_then(chrono::Duration::try_seconds).map(|d| now + d);
+    let env = envelope(site, command, now, expires_at);
+    insert(store, &env, Some(issued_by)).await?;
+    let published = match publish(mqtt, &env) {
+        Ok(()) => {
+            metrics.commands_published.get_or_create(&ReasonLabels { reason: via }).inc();
+            if let Err(e) = mark_sent(store, &env.command_id, now).await {
+                tracing::warn!(command_id = env.command_id, error = %e, "cannot count the command's send");
+            }
+            true
+        }
+        Err(why) => {
+            tracing::warn!(
+                site,
+                command_id = env.command_id,
+                reason = why,
+                "command stored; it goes out at the site's next hello"
+            );
+            false
+        }
+    };
+    tracing::info!(site, command_id = env.command_id, by = issued_by, via, published, "command sent");
+    Ok(Issued { envelope: env, published })
 }
 
 /// Counts a publish of the command.

@@ -253,7 +253,7 @@ pub enum Tx {
 
 /// The schema versions, in order: `(version, description, SQLite text, PostgreSQL text)`.
 /// Applied migrations are checksummed by sqlx: never edit one, add the next.
-const MIGRATIONS: [(i64, &str, &str, &str); 6] = [
+const MIGRATIONS: [(i64, &str, &str, &str); 7] = [
     (
         1,
         "sync",
@@ -289,6 +289,12 @@ const MIGRATIONS: [(i64, &str, &str, &str); 6] = [
         "dashboard",
         include_str!("../migrations/sqlite/0006_dashboard.sql"),
         include_str!("../migrations/postgres/0006_dashboard.sql"),
+    ),
+    (
+        9,
+        "dashboard_alerts",
+        include_str!("../migrations/sqlite/0009_dashboard_alerts.sql"),
+        include_str!("../migrations/postgres/0009_dashboard_alerts.sql"),
     ),
 ];
 

@@ -523,7 +523,8 @@ async fn apply_effects(
             update_session_energy(tx, site, transaction_uid).await?;
         }
     }
-    Ok(())
+    // Charger offline and connector faults open and clear in the same transaction.
+    crate::dashboard::alerts::on_event(tx, site, event).await
 }
 
 /// Records a Hello; where the site stands, `None` for an unknown site.
@@ -547,13 +548,17 @@ pub async fn record_hello(store: &Store, hello: &Hello, received_at: DateTime<Ut
 
 /// Records a Status; false for an unknown site.
 pub async fn record_status(store: &Store, status: &Status) -> Result<bool, DbError> {
-    Ok(store
+    let known = store
         .exec(
             "UPDATE sites SET online = $2, status_at = $3 WHERE id = $1",
             &[status.site_id.as_str().into(), status.online.into(), status.at.into()],
         )
         .await?
-        > 0)
+        > 0;
+    if known {
+        crate::dashboard::alerts::on_status(store, &status.site_id, status.online, status.at).await?;
+    }
+    Ok(known)
 }
 
 /// A session as stored.

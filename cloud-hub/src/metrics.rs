@@ -116,8 +116,8 @@ impl Metrics {
         let commands_published = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "commands_published",
-            "Command envelopes published to sites, by reason: api (sent by the fleet API), hello (an \
-             unanswered command re-sent when its site said hello)",
+            "Command envelopes published to sites, by reason: api (sent by the fleet API), dashboard (sent \
+             from the dashboard), hello (an unanswered command re-sent when its site said hello)",
             commands_published.clone(),
         );
         let api_refused = Family::<ReasonLabels, Counter>::default();

@@ -344,7 +344,9 @@ async fn on_result(ctx: &Ctx, site: &str, payload: &[u8]) -> Result<(), Reject> 
     let id = result.command_id.as_str();
     match outcome {
         commands::ResultOutcome::Stored => {
-            tracing::info!(site, command_id = id, outcome = ?result.outcome, "command result")
+            tracing::info!(site, command_id = id, outcome = ?result.outcome, "command result");
+            // The site page lists its recent commands with their results.
+            crate::dashboard::live::changed(site);
         }
         commands::ResultOutcome::Duplicate => {
             tracing::debug!(site, command_id = id, "command result received again (a redelivery): nothing to do")

@@ -11,10 +11,37 @@
 //!   those happened (read-only).
 //!
 //! Every page, fragment and stream asks [`Viewer`] what it may show.
+//!
+//! Pages: the sites overview (`/`), a site (`/sites/{id}`: chargers with live status,
+//! active sessions, per-phase readings, open alerts, and for admins and CPO operators
+//! command buttons and the site's recent commands), sessions with energy and cost
+//! (`/sessions`, `/sites/{id}/sessions`, CSV at `/sessions.csv`), invoices (`/invoices`,
+//! each printable at `/invoices/{id}`), alerts (`/alerts`, their count in every page's
+//! navigation) and energy / utilisation charts (`/charts`, data at `/charts.json`).
 
+/// The SQL condition "the site in column `$col` is one the viewer may see", `$1` being the
+/// viewer's customer (NULL for admins and CPO operators: every site). A fleet manager sees
+/// the sites where their customer's id tags charged: one index probe per tag and site
+/// (`sessions (id_tag, site_id)`, schema 9), however many sessions there are.
+macro_rules! visible_site {
+    ($col:literal) => {
+        concat!(
+            "($1 IS NULL OR EXISTS (SELECT 1 FROM customer_tokens vt JOIN sessions vs ON vs.id_tag = vt.id_tag \
+             AND vs.site_id = ",
+            $col,
+            " WHERE vt.customer_id = $1))"
+        )
+    };
+}
+
+pub mod actions;
+pub mod alerts;
+pub mod charts;
 pub mod cli;
+pub mod invoices;
 pub mod live;
 mod pages;
+pub mod sessions;
 
 use axum::extract::{FromRef, FromRequestParts, State};
 use axum::http::request::Parts;
@@ -29,7 +56,9 @@ use std::time::Instant;
 
 use crate::auth::token_hash;
 use crate::db::{DbError, Store, Ty};
+use crate::metrics::Metrics;
 use crate::sites;
+use rumqttc::AsyncClient;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "sp_session";
@@ -69,25 +98,48 @@ impl std::str::FromStr for Role {
     }
 }
 
+/// What the dashboard needs besides the database.
+pub struct DashSettings {
+    /// The hub's MQTT client, for commands (the same path as the fleet API's).
+    pub mqtt: AsyncClient,
+    pub metrics: Arc<Metrics>,
+    /// A command's lifetime, seconds (`[api] command_expiry_s`).
+    pub command_expiry_s: u32,
+    /// Who issues invoices (`[billing] issuer`), printed on them.
+    pub issuer: String,
+}
+
 /// What the dashboard's handlers share.
 #[derive(Clone)]
 pub struct DashState {
     pub store: Store,
+    pub settings: Arc<DashSettings>,
     failures: Arc<Mutex<HashMap<String, (u32, Instant)>>>,
 }
 
 /// The dashboard's routes (merged into the hub's router at `/`).
-pub fn router(store: Store) -> Router {
-    let state = DashState { store, failures: Arc::default() };
+pub fn router(store: Store, settings: DashSettings) -> Router {
+    let state = DashState { store, settings: Arc::new(settings), failures: Arc::default() };
     Router::new()
         .route("/", get(pages::overview))
         .route("/login", get(login_page).post(login))
         .route("/logout", axum::routing::post(logout))
         .route("/sites/{id}", get(pages::site))
         .route("/sites/{id}/live", get(pages::site_live))
+        .route("/sites/{id}/sessions", get(sessions::site_page))
+        .route("/sites/{id}/commands", axum::routing::post(actions::send))
+        .route("/sessions", get(sessions::page))
+        .route("/sessions.csv", get(sessions::csv))
+        .route("/invoices", get(invoices::page))
+        .route("/invoices/{id}", get(invoices::document))
+        .route("/alerts", get(alerts::page))
+        .route("/charts", get(charts::page))
+        .route("/charts.json", get(charts::data))
         .route("/events", get(pages::events))
         .route("/static/dashboard.css", get(pages::css))
         .route("/static/dashboard.js", get(pages::js))
+        .route("/static/uplot.min.js", get(charts::uplot_js))
+        .route("/static/uplot.min.css", get(charts::uplot_css))
         .with_state(state)
 }
 
@@ -104,6 +156,11 @@ impl Viewer {
     pub fn sees_all(&self) -> bool {
         matches!(self.role, Role::Admin | Role::CpoOperator)
     }
+
+    /// Whether this user may send commands to chargers (admin, CPO operator).
+    pub fn may_command(&self) -> bool {
+        matches!(self.role, Role::Admin | Role::CpoOperator)
+    }
 }
 
 /// Why a request was refused or failed.
@@ -114,7 +171,26 @@ pub enum DashError {
     Forbidden,
     NotFound,
     BadRequest(&'static str),
+    /// A 4xx with its reason (a query or form value that does not parse, a command the
+    /// charger cannot take).
+    Invalid(StatusCode, String),
     Db(DbError),
+}
+
+impl DashError {
+    /// The status and the reason shown to the user.
+    pub fn status_and_reason(&self) -> (StatusCode, String) {
+        match self {
+            DashError::Login => (StatusCode::UNAUTHORIZED, "Log in first.".to_owned()),
+            DashError::Forbidden => (StatusCode::FORBIDDEN, "Your role does not allow this.".to_owned()),
+            DashError::NotFound => (StatusCode::NOT_FOUND, "Not found (or not yours to see).".to_owned()),
+            DashError::BadRequest(why) => (StatusCode::BAD_REQUEST, (*why).to_owned()),
+            DashError::Invalid(code, why) => (*code, why.clone()),
+            DashError::Db(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "The database did not answer; try again.".to_owned())
+            }
+        }
+    }
 }
 
 impl From<DbError> for DashError {
@@ -125,17 +201,13 @@ impl From<DbError> for DashError {
 
 impl IntoResponse for DashError {
     fn into_response(self) -> Response {
-        let (code, text) = match self {
+        match &self {
             DashError::Login => return Redirect::to("/login").into_response(),
-            DashError::Forbidden => (StatusCode::FORBIDDEN, "Your role does not allow this."),
-            DashError::NotFound => (StatusCode::NOT_FOUND, "Not found (or not yours to see)."),
-            DashError::BadRequest(why) => (StatusCode::BAD_REQUEST, why),
-            DashError::Db(e) => {
-                tracing::error!(error = %e, "dashboard: database error");
-                (StatusCode::INTERNAL_SERVER_ERROR, "The database did not answer; try again.")
-            }
-        };
-        (code, pages::page("Sitepilot", None, &format!("<p class=\"error\">{}</p>", pages::esc(text)))).into_response()
+            DashError::Db(e) => tracing::error!(error = %e, "dashboard: database error"),
+            _ => {}
+        }
+        let (code, text) = self.status_and_reason();
+        (code, pages::page("Sitepilot", None, &format!("<p class=\"error\">{}</p>", pages::esc(&text)))).into_response()
     }
 }
 

@@ -14,7 +14,6 @@ use super::params::Query;
 use super::problem::{ApiError, ApiResult};
 use super::views::{self, ChargerFilter, CommandAccepted, CommandView, ListOf, SampleFilter, SessionFilter};
 use super::{ApiState, Caller, PREFIX, command_body};
-use crate::metrics::ReasonLabels;
 
 /// Path parameters, with problem JSON when they do not parse.
 #[derive(FromRequestParts)]
@@ -228,32 +227,19 @@ pub async fn send_command(
             Err(e) => return Err(ApiError::db("reading the charger", &e)),
         }
     }
-    let now = Utc::now();
     let lifetime = request.expires_in_s.unwrap_or(u64::from(state.settings.command_expiry_s));
-    let expires_at = i64::try_from(lifetime).ok().and_then(chrono::Duration::try_seconds).map(|d| now + d);
-    let env = crate::commands::envelope(&site, request.command, now, expires_at);
-    crate::commands::insert(&state.store, &env, Some(&caller.name))
-        .await
-        .map_err(|e| ApiError::db("storing the command", &e))?;
-    let published = match crate::commands::publish(&state.mqtt, &env) {
-        Ok(()) => {
-            state.metrics.commands_published.get_or_create(&ReasonLabels { reason: "api" }).inc();
-            if let Err(e) = crate::commands::mark_sent(&state.store, &env.command_id, now).await {
-                tracing::warn!(command_id = env.command_id, error = %e, "cannot count the command's send");
-            }
-            true
-        }
-        Err(reason) => {
-            tracing::warn!(
-                site,
-                command_id = env.command_id,
-                reason,
-                "command stored; it goes out at the site's next hello"
-            );
-            false
-        }
-    };
-    tracing::info!(site, command_id = env.command_id, key = caller.name, published, "command sent");
+    let issued = crate::commands::issue(
+        &state.store,
+        &state.mqtt,
+        &state.metrics,
+        crate::commands::Issuer { via: "api", name: &caller.name },
+        &site,
+        request.command,
+        lifetime,
+    )
+    .await
+    .map_err(|e| ApiError::db("storing the command", &e))?;
+    let (env, published) = (issued.envelope, issued.published);
     let location = format!("{PREFIX}/commands/{}", env.command_id);
     let accepted = CommandAccepted {
         command_id: env.command_id.clone(),
