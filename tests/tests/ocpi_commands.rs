@@ -80,6 +80,12 @@ struct Chain {
 
 impl Chain {
     async fn start(backend: Backend, command_timeout_s: u32) -> Option<Chain> {
+        Chain::start_with(backend, command_timeout_s, "", "").await
+    }
+
+    /// With `charger` lines in CP-1's `[[chargers]]` entry and `tail` (circuits, balancer)
+    /// in the edge's config.
+    async fn start_with(backend: Backend, command_timeout_s: u32, charger: &str, tail: &str) -> Option<Chain> {
         let dir = tempfile::tempdir().unwrap();
         let (db_url, pg) = database(backend, dir.path()).await?;
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -96,10 +102,11 @@ impl Chain {
         let creds =
             cloud_hub::sites::add_site(&hub.store, "Test site", Some("test-site"), "sitepilot-hub").await.unwrap();
         let tail = format!(
-            "[sync]\nbroker = \"mqtt://127.0.0.1:{port}\"\nusername = \"{}\"\npassword = \"{}\"\npoll_interval_ms = 100\n",
+            "{tail}\n[sync]\nbroker = \"mqtt://127.0.0.1:{port}\"\nusername = \"{}\"\npassword = \"{}\"\n\
+             poll_interval_ms = 100\n",
             creds.mqtt_username, creds.mqtt_password
         );
-        let agent = TestAgent::start_text(|d| energy_config_text(d, &[("CP-1", "")], &tail)).await;
+        let agent = TestAgent::start_text(|d| energy_config_text(d, &[("CP-1", charger)], &tail)).await;
         let cfg = ChargePointConfig::new("CP-1", agent.ocpp_url())
             .with_password(password("CP-1"))
             .with_connectors(2)
@@ -364,5 +371,48 @@ async fn every_command_through_a_real_site() {
         .await;
     assert_eq!(chain.result(&url).await["result"], "ACCEPTED");
     assert!(cp.received_calls().iter().any(|c| c.action == "UnlockConnector" && c.payload["connectorId"] == 1));
+    chain.shutdown().await;
+}
+
+/// At a site with a balancer a charging profile is a cap on what the balancer offers the
+/// session: the car follows it, and gets the circuit's share back when it is cleared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charging_profile_caps_a_session_at_a_balanced_site() {
+    let tail = "[balancer]\ntick_ms = 200\nmin_pause_s = 2\nmin_run_s = 2\nsettle_ms = 1500\n\n\
+                [[circuits]]\nid = \"grid\"\nlimit_a = 32\n";
+    let Some(chain) = Chain::start_with(Backend::Sqlite, 30, "circuit = \"grid\"\nmax_current_a = 32", tail).await
+    else {
+        return;
+    };
+    let cp = &chain.cp;
+    let url = chain
+        .command(
+            "START_SESSION",
+            json!({"token": chain.token("APP-CAP"), "location_id": "LOC-1", "evse_uid": chain.evse(1)}),
+        )
+        .await;
+    assert_eq!(chain.result(&url).await["result"], "ACCEPTED");
+    cp.wait_for_state(|s| s.connectors[0].current_a > 15.0, WAIT).await.unwrap();
+    let session = eventually(20, || async { session_of(&chain.hub.store, "APP-CAP").await }).await.unwrap().0;
+
+    // 2 300 W over the charger's three phases at 230 V: 3.3 A, below the minimum: paused.
+    let body = json!({"charging_profile": {"charging_rate_unit": "W",
+        "charging_profile_period": [{"start_period": 0, "limit": 2300}]}});
+    let url = chain.profile(reqwest::Method::PUT, &session, "", Some(body)).await;
+    assert_eq!(chain.result(&url).await, json!({"result": "ACCEPTED"}));
+    cp.wait_for_state(|s| s.connectors[0].current_a == 0.0, WAIT).await.unwrap();
+    // 10 A: the balancer offers no more.
+    let body = json!({"charging_profile": {"charging_rate_unit": "A",
+        "charging_profile_period": [{"start_period": 0, "limit": 10}]}});
+    let url = chain.profile(reqwest::Method::PUT, &session, "", Some(body)).await;
+    assert_eq!(chain.result(&url).await, json!({"result": "ACCEPTED"}));
+    cp.wait_for_state(|s| (s.connectors[0].current_a - 10.0).abs() < 0.01, WAIT).await.unwrap();
+    let url = chain.profile(reqwest::Method::GET, &session, "duration=300&", None).await;
+    let active = chain.result(&url).await;
+    assert_eq!(active["profile"]["charging_profile"]["charging_profile_period"][0]["limit"], 10.0, "{active}");
+    // Cleared: the circuit's 32 A again.
+    let url = chain.profile(reqwest::Method::DELETE, &session, "", None).await;
+    assert_eq!(chain.result(&url).await, json!({"result": "ACCEPTED"}));
+    cp.wait_for_state(|s| s.connectors[0].current_a > 15.0, WAIT).await.unwrap();
     chain.shutdown().await;
 }

@@ -967,3 +967,41 @@ fn parse_sample(rows: &[SampleRow], now: u64, old: Option<Sample>) -> Option<Sam
         _ => Some(Sample { current_a: current, at_ms }),
     }
 }
+
+#[cfg(test)]
+mod session_limit_tests {
+    use super::*;
+    use shared_model::sync::LimitPeriod;
+
+    fn limit(unit: RateUnit, value: f64) -> SessionLimit {
+        SessionLimit {
+            start: None,
+            duration_s: Some(600),
+            unit,
+            min_rate: None,
+            periods: vec![LimitPeriod { start_s: 0, limit: value }],
+        }
+    }
+
+    #[test]
+    fn caps_are_amps_per_phase() {
+        let started = 1_800_000_000_000;
+        assert_eq!(cap_a(&limit(RateUnit::A, 10.0), started, started + 1000, 230.0, 3), Some(10.0));
+        // 6900 W over three phases at 230 V: 10 A; over one phase: 30 A.
+        let w = limit(RateUnit::W, 6900.0);
+        assert!(cap_a(&w, started, started + 1000, 230.0, 3).is_some_and(|a| (a - 10.0).abs() < 1e-9));
+        assert!(cap_a(&w, started, started + 1000, 230.0, 1).is_some_and(|a| (a - 30.0).abs() < 1e-9));
+        assert_eq!(cap_a(&w, started, started + 600_000, 230.0, 3), None, "over after its duration");
+    }
+
+    #[test]
+    fn session_limits_are_set_replaced_and_cleared() {
+        let h = ControlHandle::default();
+        assert!(!h.set_session_limit("CP-1", 7, Some(limit(RateUnit::A, 10.0))));
+        assert!(h.set_session_limit("CP-1", 7, Some(limit(RateUnit::A, 8.0))), "replaced");
+        assert_eq!(h.session_limits().get(&("CP-1".to_owned(), 7)).map(|(l, _)| l.periods[0].limit), Some(8.0));
+        assert!(h.set_session_limit("CP-1", 7, None), "cleared");
+        assert!(!h.set_session_limit("CP-1", 7, None), "nothing left to clear");
+        assert!(h.session_limits().is_empty());
+    }
+}
