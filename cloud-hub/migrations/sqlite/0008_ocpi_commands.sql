@@ -28,6 +28,9 @@ CREATE TABLE ocpi_commands (
     session_id          TEXT,
     site_command_id     TEXT,
     received_at         TEXT NOT NULL,
+    -- A transaction of `id_tag` started from this time on (the clock difference allowed
+    -- between site and hub before `received_at`) may be this START_SESSION's.
+    match_since         TEXT,
     -- When TIMEOUT is decided if the site has not answered.
     deadline            TEXT NOT NULL,
     -- The result value (ACCEPTED, TIMEOUT, ...) and the JSON body to POST.

@@ -364,8 +364,8 @@ pub async fn store_and_send(state: &OcpiState, r: NewRequest<'_>) -> Result<Stri
         .exec(
             "INSERT INTO ocpi_commands (id, partner_id, module, command, body, response_url, site_id, station, \
                  connector, id_tag, session_id, site_command_id, received_at, deadline, result, result_body, \
-                 decided_at, decided_by, next_post_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $17)",
+                 decided_at, decided_by, next_post_at, match_since) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $17, $19)",
             &[
                 id.as_str().into(),
                 r.caller.partner.id.as_str().into(),
@@ -385,11 +385,24 @@ pub async fn store_and_send(state: &OcpiState, r: NewRequest<'_>) -> Result<Stri
                 crate::db::Val::Json(result_body),
                 decided_at.into(),
                 decided_at.map(|_| "hub").into(),
+                (now - CLOCK_SKEW).into(),
             ],
         )
         .await?;
     if let Some(env) = env {
-        crate::commands::insert(&state.store, &env, Some(&format!("ocpi:{}", r.caller.partner.id))).await?;
+        let issued_by = format!("ocpi:{}", r.caller.partner.id);
+        if let Err(e) = crate::commands::insert(&state.store, &env, Some(&issued_by)).await {
+            // The partner gets an error instead of ACCEPTED: no result is to follow.
+            let _ = state
+                .store
+                .exec(
+                    "UPDATE ocpi_commands SET result = 'FAILED', decided_at = $2, decided_by = 'hub', \
+                         abandoned_at = $2, post_error = $3 WHERE id = $1",
+                    &[id.as_str().into(), now.into(), format!("not sent to the site: {e}").into()],
+                )
+                .await;
+            return Err(e);
+        }
         let published = match &state.mqtt {
             Some(client) => crate::commands::publish(client, &env),
             None => Err("no MQTT client".to_owned()),
@@ -1046,46 +1059,41 @@ async fn after_decision(
 /// hand at that EVSE within [`LATE_START_WATCH`] is stopped too, which the partner, told
 /// its start failed, has no other way to expect.
 async fn stop_late_starts(state: &OcpiState, now: DateTime<Utc>) -> Result<usize, DbError> {
-    let open = state
+    let found = state
         .store
         .fetch(
-            "SELECT id, site_id, station, connector, id_tag, received_at, result FROM ocpi_commands \
-             WHERE command = 'START_SESSION' AND decided_at IS NOT NULL AND decided_at > $1 \
-                 AND result <> 'ACCEPTED' AND late_session_uid IS NULL AND site_id IS NOT NULL \
-             ORDER BY decided_at LIMIT 500",
+            "SELECT o.id, o.site_id, o.station, o.result, s.transaction_uid, s.station_transaction_id, s.stopped_at, \
+                 s.stop_reason \
+             FROM ocpi_commands o JOIN sessions s ON s.site_id = o.site_id AND s.station = o.station \
+                 AND LOWER(s.id_tag) = LOWER(o.id_tag) AND (o.connector IS NULL OR s.evse = o.connector) \
+                 AND s.started_at >= o.match_since \
+             WHERE o.command = 'START_SESSION' AND o.decided_at IS NOT NULL AND o.decided_at > $1 \
+                 AND o.result <> 'ACCEPTED' AND o.late_session_uid IS NULL \
+                 AND s.transaction_uid NOT IN \
+                     (SELECT late_session_uid FROM ocpi_commands WHERE late_session_uid IS NOT NULL) \
+             ORDER BY s.started_at LIMIT 100",
             &[(now - LATE_START_WATCH).into()],
-            &[Ty::Text, Ty::Text, Ty::Text, Ty::Int, Ty::Text, Ty::Time, Ty::Text],
+            &[Ty::Text, Ty::Text, Ty::Text, Ty::Text, Ty::Text, Ty::Text, Ty::Time, Ty::Text],
         )
         .await?;
     let mut stopped = 0;
-    for o in &open {
+    let mut taken = std::collections::HashSet::new();
+    for r in &found {
         let (id, site, station) =
-            (o.text(0).unwrap_or_default(), o.text(1).unwrap_or_default(), o.text(2).unwrap_or_default());
-        let since = o.time(5).unwrap_or(now) - CLOCK_SKEW;
-        let Some(s) = state
-            .store
-            .fetch_opt(
-                "SELECT transaction_uid, station_transaction_id, stopped_at, stop_reason FROM sessions \
-                 WHERE site_id = $1 AND station = $2 AND LOWER(id_tag) = LOWER($3) AND ($4 IS NULL OR evse = $4) \
-                     AND started_at >= $5 AND transaction_uid NOT IN \
-                         (SELECT late_session_uid FROM ocpi_commands WHERE late_session_uid IS NOT NULL) \
-                 ORDER BY started_at LIMIT 1",
-                &[site.into(), station.into(), o.text(4).unwrap_or_default().into(), o.int(3).into(), since.into()],
-                &[Ty::Text, Ty::Text, Ty::Time, Ty::Text],
-            )
-            .await?
-        else {
+            (r.text(0).unwrap_or_default(), r.text(1).unwrap_or_default(), r.text(2).unwrap_or_default());
+        let result = r.text(3).unwrap_or_default();
+        let uid = r.text(4).unwrap_or_default();
+        if !taken.insert(uid) {
+            // Another request of this round claims it.
             continue;
-        };
-        let uid = s.text(0).unwrap_or_default();
-        let result = o.text(6).unwrap_or_default();
-        let transaction_id = s.text(1).and_then(|t| t.parse::<i64>().ok());
-        let (note, command) = match (s.time(2), transaction_id) {
+        }
+        let transaction_id = r.text(5).and_then(|t| t.parse::<i64>().ok());
+        let (note, command) = match (r.time(6), transaction_id) {
             (Some(at), _) => (
                 format!(
                     "transaction {uid} started after the partner was told {result}; the site had stopped it at {} ({})",
                     timestamp(at),
-                    s.text(3).unwrap_or("no reason given")
+                    r.text(7).unwrap_or("no reason given")
                 ),
                 None,
             ),
@@ -1101,7 +1109,7 @@ async fn stop_late_starts(state: &OcpiState, now: DateTime<Utc>) -> Result<usize
             ),
         };
         let env = command.map(|c| crate::commands::envelope(site, c, now, Some(now + chrono::Duration::minutes(10))));
-        // Claim it first: of two replicas, one sends the stop.
+        // Claim it first: of two replicas (or two matches), one sends the stop.
         let claimed = state
             .store
             .exec(
