@@ -131,7 +131,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     app = app.merge(crate::dashboard::router(store.clone(), dashboard));
     let ocpi = if config.ocpi.enabled {
-        let service = crate::ocpi::Service::start(&config.ocpi, store.clone(), http_addr).await?;
+        let service = crate::ocpi::Service::start(&config.ocpi, store.clone(), http_addr, Some(sync.client())).await?;
         app = crate::ocpi::mount(app, service.state.clone());
         Some(service)
     } else {

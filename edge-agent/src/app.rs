@@ -37,6 +37,8 @@ pub struct Shared {
     pub control: crate::control::ControlHandle,
     /// The link to the cloud hub (its state, for the API).
     pub sync: crate::sync::SyncHandle,
+    /// Id tags the hub's remote starts and reservations vouch for.
+    pub remote_auth: crate::remote_auth::RemoteAuth,
 }
 
 /// What changed at a station, sent after the change is committed.
@@ -122,6 +124,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         started_at: chrono::Utc::now(),
         control: crate::control::ControlHandle::default(),
         sync: crate::sync::SyncHandle::default(),
+        remote_auth: crate::remote_auth::RemoteAuth::default(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let meter_tasks = meter_pollers.spawn(&shared.meters, shutdown_rx.clone());

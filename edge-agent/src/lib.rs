@@ -26,6 +26,7 @@ pub mod message_log;
 pub mod meters;
 pub mod metrics;
 pub mod ocpp;
+pub mod remote_auth;
 pub mod store;
 pub mod sync;
 pub mod ui;

@@ -1,13 +1,18 @@
 //! OCPI 2.2.1 wire types shared by the hub (CPO role) and the simulated eMSP peer: the
 //! response envelope and its status codes (OCPI 2.2.1 "Status codes"), versions and
 //! endpoints ("Version information endpoint"), credentials ("Credentials module"),
-//! locations ("Locations module"), tokens and real-time authorization ("Tokens module").
+//! locations ("Locations module"), tokens and real-time authorization ("Tokens module");
+//! commands ([`commands`]) and charging profiles ([`charging_profiles`]) in modules of
+//! their own.
 //!
 //! Only the fields Sitepilot produces or reads are typed; everything else a peer sends
 //! is kept in `extra` so that a stored object goes back out unchanged.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+pub mod charging_profiles;
+pub mod commands;
 
 /// The one OCPI version spoken so far.
 pub const VERSION: &str = "2.2.1";

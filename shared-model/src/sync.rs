@@ -256,6 +256,88 @@ pub enum Command {
     SetSiteLimits {
         limits: Value,
     },
+    /// Reserves a connector for an id tag until `expiry` (OCPP 1.6 ReserveNow). The hub
+    /// picks `reservation_id`, unique over all its sites and partners (a roaming
+    /// partner's own reservation id never reaches a charger).
+    ReserveNow {
+        station: String,
+        connector: u32,
+        expiry: DateTime<Utc>,
+        id_tag: String,
+        reservation_id: i32,
+    },
+    /// Ends a reservation made with [`Command::ReserveNow`] (OCPP 1.6 CancelReservation).
+    CancelReservation {
+        station: String,
+        reservation_id: i32,
+    },
+    /// Caps one running transaction (a roaming partner's charging profile): with the
+    /// site's balancer the cap bounds what the balancer offers that session; without one
+    /// it goes to the charger as a TxProfile. `limit: None` removes the cap.
+    SetSessionLimit {
+        station: String,
+        connector: u32,
+        transaction_id: i64,
+        limit: Option<SessionLimit>,
+    },
+    /// Asks the charger for the schedule it will follow on a connector for the next
+    /// `duration_s` seconds (OCPP 1.6 GetCompositeSchedule); the answer is the result's
+    /// `detail`.
+    GetCompositeSchedule {
+        station: String,
+        connector: u32,
+        duration_s: u32,
+    },
+}
+
+/// The unit of a [`SessionLimit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RateUnit {
+    /// Total power over the phases the charger uses.
+    W,
+    /// Current per phase.
+    A,
+}
+
+/// One step of a [`SessionLimit`]: from `start_s` seconds after the limit's start, at
+/// most `limit` (in the limit's unit) until the next step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LimitPeriod {
+    pub start_s: u32,
+    pub limit: f64,
+}
+
+/// A cap on one session over time (an OCPI ChargingProfile, OCPI 2.2.1 "Charging
+/// Profiles module", in the sync protocol's terms).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionLimit {
+    /// When the periods start; `None`: at the start of the transaction.
+    pub start: Option<DateTime<Utc>>,
+    /// How long the cap lasts from its start; `None`: the last period lasts until the
+    /// transaction ends.
+    pub duration_s: Option<u32>,
+    pub unit: RateUnit,
+    /// The lowest rate the EV charges at efficiently (a hint, in `unit`).
+    pub min_rate: Option<f64>,
+    /// Ascending `start_s`.
+    pub periods: Vec<LimitPeriod>,
+}
+
+impl SessionLimit {
+    /// The cap in force at `now` for a session that started at `session_start`, in the
+    /// limit's unit; `None` before its start, after its duration, or before its first
+    /// period.
+    pub fn limit_at(&self, session_start: DateTime<Utc>, now: DateTime<Utc>) -> Option<f64> {
+        let anchor = self.start.unwrap_or(session_start);
+        if now < anchor {
+            return None;
+        }
+        let elapsed = (now - anchor).num_milliseconds();
+        if self.duration_s.is_some_and(|d| elapsed >= i64::from(d) * 1000) {
+            return None;
+        }
+        self.periods.iter().take_while(|p| i64::from(p.start_s) * 1000 <= elapsed).last().map(|p| p.limit)
+    }
 }
 
 impl Command {
@@ -267,7 +349,11 @@ impl Command {
             | Command::ChangeAvailability { station, .. }
             | Command::Reset { station, .. }
             | Command::UnlockConnector { station, .. }
-            | Command::ChangeConfiguration { station, .. } => Some(station),
+            | Command::ChangeConfiguration { station, .. }
+            | Command::ReserveNow { station, .. }
+            | Command::CancelReservation { station, .. }
+            | Command::SetSessionLimit { station, .. }
+            | Command::GetCompositeSchedule { station, .. } => Some(station),
             Command::SetLocalList { .. } | Command::SetTariff { .. } | Command::SetSiteLimits { .. } => None,
         }
     }
@@ -369,5 +455,44 @@ mod tests {
         let json = serde_json::to_value(&cmd).expect("serialises");
         assert_eq!(json["type"], "remote_stop");
         assert_eq!(cmd.station(), Some("CP-1"));
+        let cmd = Command::ReserveNow {
+            station: "CP-2".into(),
+            connector: 1,
+            expiry: Utc::now(),
+            id_tag: "T".into(),
+            reservation_id: 7,
+        };
+        let json = serde_json::to_value(&cmd).expect("serialises");
+        assert_eq!(json["type"], "reserve_now");
+        assert_eq!(serde_json::from_value::<Command>(json).expect("parses"), cmd);
+        assert_eq!(cmd.station(), Some("CP-2"));
+    }
+
+    #[test]
+    fn session_limit_steps_and_ends() {
+        let t0: DateTime<Utc> = "2026-11-21T12:00:00Z".parse().expect("time");
+        let s = |secs: i64| t0 + chrono::Duration::seconds(secs);
+        let relative = SessionLimit {
+            start: None,
+            duration_s: Some(600),
+            unit: RateUnit::A,
+            min_rate: None,
+            periods: vec![LimitPeriod { start_s: 0, limit: 16.0 }, LimitPeriod { start_s: 300, limit: 8.0 }],
+        };
+        assert_eq!(relative.limit_at(t0, s(-1)), None, "before the session");
+        assert_eq!(relative.limit_at(t0, t0), Some(16.0));
+        assert_eq!(relative.limit_at(t0, s(299)), Some(16.0));
+        assert_eq!(relative.limit_at(t0, s(300)), Some(8.0));
+        assert_eq!(relative.limit_at(t0, s(600)), None, "after its duration");
+        let absolute = SessionLimit {
+            start: Some(s(100)),
+            duration_s: None,
+            periods: vec![LimitPeriod { start_s: 60, limit: 4000.0 }],
+            unit: RateUnit::W,
+            ..relative
+        };
+        assert_eq!(absolute.limit_at(t0, s(150)), None, "before the first period");
+        assert_eq!(absolute.limit_at(t0, s(160)), Some(4000.0));
+        assert_eq!(absolute.limit_at(t0, s(100_000)), Some(4000.0), "the last period lasts");
     }
 }

@@ -10,7 +10,7 @@ use shared_model::sync::Command;
 use super::MAX_COMMAND_EXPIRY_S;
 
 /// Every command `type`, in the order of [`Command`].
-pub const COMMAND_TYPES: [&str; 9] = [
+pub const COMMAND_TYPES: [&str; 13] = [
     "remote_start",
     "remote_stop",
     "change_availability",
@@ -20,6 +20,10 @@ pub const COMMAND_TYPES: [&str; 9] = [
     "set_local_list",
     "set_tariff",
     "set_site_limits",
+    "reserve_now",
+    "cancel_reservation",
+    "set_session_limit",
+    "get_composite_schedule",
 ];
 
 /// A checked request.
@@ -131,6 +135,26 @@ fn check(command: &Command) -> Result<(), String> {
         Command::SetSiteLimits { limits } if !limits.is_object() => {
             return Err(format!("`limits` must be an object, not {}", kind_of(limits)));
         }
+        Command::ReserveNow { connector, id_tag, .. } => {
+            non_empty("id_tag", id_tag)?;
+            if *connector == 0 {
+                return Err("`connector` must be 1 or more".into());
+            }
+        }
+        Command::SetSessionLimit { connector: 0, .. } | Command::GetCompositeSchedule { connector: 0, .. } => {
+            return Err("`connector` must be 1 or more".into());
+        }
+        Command::SetSessionLimit { limit: Some(limit), .. } => {
+            if limit.periods.is_empty() {
+                return Err("`limit.periods` must hold at least one period".into());
+            }
+            if limit.periods.windows(2).any(|w| w[1].start_s <= w[0].start_s) {
+                return Err("`limit.periods` must be in ascending `start_s`".into());
+            }
+            if limit.periods.iter().any(|p| !p.limit.is_finite() || p.limit < 0.0) {
+                return Err("every `limit.periods[].limit` must be a number of 0 or more".into());
+            }
+        }
         _ => {}
     }
     Ok(())
@@ -157,6 +181,13 @@ mod tests {
             json!({"type": "set_local_list", "full": true, "entries": [{"id_tag": "T", "status": "Accepted"}]}),
             json!({"type": "set_tariff", "tariff_id": "t1", "tariff": {"currency": "EUR"}}),
             json!({"type": "set_site_limits", "limits": {"import_w": 50000}}),
+            json!({"type": "reserve_now", "station": "CP-1", "connector": 1, "expiry": "2026-11-21T13:00:00Z",
+                "id_tag": "T", "reservation_id": 3}),
+            json!({"type": "cancel_reservation", "station": "CP-1", "reservation_id": 3}),
+            json!({"type": "set_session_limit", "station": "CP-1", "connector": 1, "transaction_id": 4,
+                "limit": {"start": null, "duration_s": null, "unit": "A", "min_rate": null,
+                    "periods": [{"start_s": 0, "limit": 10.0}]}}),
+            json!({"type": "get_composite_schedule", "station": "CP-1", "connector": 1, "duration_s": 600}),
         ];
         for (example, kind) in examples.iter().zip(COMMAND_TYPES) {
             let r = parse(example).unwrap_or_else(|e| panic!("{kind}: {e}"));
@@ -182,5 +213,12 @@ mod tests {
         assert!(e.contains("`expires_in_s` must be a whole number of seconds from 1 to 604800"), "{e}");
         assert!(err(json!({"type": "reset", "station": "CP-1", "hard": true, "expires_in_s": 1.5})).contains("whole"));
         assert!(err(json!({"type": "set_tariff", "tariff_id": "t", "tariff": 3})).contains("must be an object"));
+        let limit = |periods: Value| {
+            json!({"type": "set_session_limit", "station": "CP-1", "connector": 1, "transaction_id": 4,
+                "limit": {"start": null, "duration_s": null, "unit": "W", "min_rate": null, "periods": periods}})
+        };
+        assert!(err(limit(json!([]))).contains("at least one period"));
+        assert!(err(limit(json!([{"start_s": 5, "limit": 1.0}, {"start_s": 5, "limit": 2.0}]))).contains("ascending"));
+        assert!(err(limit(json!([{"start_s": 0, "limit": -1.0}]))).contains("0 or more"));
     }
 }

@@ -196,6 +196,76 @@ fn command_variants() -> Vec<(&'static str, &'static str, Value)> {
                 &[],
             ),
         ),
+        (
+            "ReserveNowCommand",
+            "reserve_now",
+            command_variant(
+                "reserve_now",
+                "Reserve a connector for an id tag until `expiry` (OCPP ReserveNow); `reservation_id` is the \
+                 hub's, unique over its sites (OCPI reservations get one of their own).",
+                vec![
+                    ("station", station()),
+                    ("connector", json!({"type": "integer", "minimum": 1})),
+                    ("expiry", time()),
+                    ("id_tag", json!({"type": "string", "minLength": 1})),
+                    ("reservation_id", integer()),
+                ],
+                &[],
+            ),
+        ),
+        (
+            "CancelReservationCommand",
+            "cancel_reservation",
+            command_variant(
+                "cancel_reservation",
+                "End a reservation (OCPP CancelReservation).",
+                vec![("station", station()), ("reservation_id", integer())],
+                &[],
+            ),
+        ),
+        (
+            "SetSessionLimitCommand",
+            "set_session_limit",
+            command_variant(
+                "set_session_limit",
+                "Cap one running transaction over time (an OCPI charging profile): a bound on what the \
+                 site's balancer offers it, or a TxProfile at a site without one. `limit: null` removes it.",
+                vec![
+                    ("station", station()),
+                    ("connector", json!({"type": "integer", "minimum": 1})),
+                    ("transaction_id", integer()),
+                    (
+                        "limit",
+                        json!({"type": ["object", "null"], "required": ["unit", "periods"], "properties": {
+                            "start": time_or_null(),
+                            "duration_s": integer_or_null(),
+                            "unit": {"type": "string", "enum": ["W", "A"]},
+                            "min_rate": {"type": ["number", "null"]},
+                            "periods": {"type": "array", "minItems": 1, "items": {"type": "object",
+                                "required": ["start_s", "limit"], "properties": {
+                                    "start_s": {"type": "integer", "minimum": 0},
+                                    "limit": {"type": "number", "minimum": 0}}}},
+                        }}),
+                    ),
+                ],
+                &["limit"],
+            ),
+        ),
+        (
+            "GetCompositeScheduleCommand",
+            "get_composite_schedule",
+            command_variant(
+                "get_composite_schedule",
+                "Ask the charger for the schedule it will follow on a connector (OCPP GetCompositeSchedule); \
+                 its answer is the result's detail.",
+                vec![
+                    ("station", station()),
+                    ("connector", json!({"type": "integer", "minimum": 1})),
+                    ("duration_s", json!({"type": "integer", "minimum": 0})),
+                ],
+                &[],
+            ),
+        ),
     ]
 }
 

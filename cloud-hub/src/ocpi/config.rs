@@ -10,6 +10,7 @@
 //! business_name = "Sitepilot Charging"
 //! push = true
 //! rotation_grace_s = 300
+//! command_timeout_s = 60
 //! raw_token_partners = ["old-emsp"]
 //! [ocpi.token_a]
 //! emsp-one = "a-long-random-token-given-to-emsp-one"
@@ -44,6 +45,10 @@ pub struct OcpiConfig {
     /// How often the generated locations are compared with the live data, milliseconds
     /// (50 to 60000). A change is pushed at most this long after ingest applied it.
     pub refresh_interval_ms: u64,
+    /// The `timeout` of commands and charging profile requests (1 to 3600 s): the
+    /// asynchronous result is POSTed within it, TIMEOUT when the site has not answered.
+    /// Give the site's OCPP call timeout (30 s by default) and the way there and back.
+    pub command_timeout_s: u32,
     /// Bootstrap tokens: partner name = token A. At start each partner without a row
     /// yet gets one, waiting for it to register with this token.
     pub token_a: BTreeMap<String, String>,
@@ -63,6 +68,7 @@ impl Default for OcpiConfig {
             rotation_grace_s: 300,
             max_page_limit: 1000,
             refresh_interval_ms: 1000,
+            command_timeout_s: 60,
             token_a: BTreeMap::new(),
             raw_token_partners: Vec::new(),
         }
@@ -100,6 +106,9 @@ pub fn validate(c: &OcpiConfig, err: &mut dyn FnMut(&str, &str, String)) {
     }
     if !(50..=60_000).contains(&c.refresh_interval_ms) {
         err("ocpi", "refresh_interval_ms", format!("{} ms: use 50 to 60000", c.refresh_interval_ms));
+    }
+    if !(1..=3600).contains(&c.command_timeout_s) {
+        err("ocpi", "command_timeout_s", format!("{} s: use 1 to 3600", c.command_timeout_s));
     }
     for (name, token) in &c.token_a {
         if !is_valid_partner_name(name) {

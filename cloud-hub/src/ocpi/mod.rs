@@ -14,13 +14,19 @@
 //!   changed.
 //! - [`tokens`]: Receiver of the eMSPs' tokens, and the client of their real-time
 //!   authorization.
+//! - [`commands`]: Receiver of the eMSPs' commands (START_SESSION, STOP_SESSION,
+//!   RESERVE_NOW, CANCEL_RESERVATION, UNLOCK_CONNECTOR), sent down to the sites, with
+//!   their asynchronous results POSTed back; [`chargingprofiles`]: Receiver of charging
+//!   profiles on sessions, the same way.
 //! - [`client`]: calls to partners.
 //!
-//! Sessions, CDRs and commands come later as modules of their own next to
-//! these: a handler file, a row in [`details`], a route in [`router`].
+//! More modules come as files of their own next to these: a handler file, a row in
+//! [`details`], a route in [`router`].
 
 pub mod admin;
+pub mod chargingprofiles;
 pub mod client;
+pub mod commands;
 pub mod config;
 pub mod credentials;
 pub mod locations;
@@ -60,6 +66,8 @@ pub struct Settings {
     pub rotation_grace: chrono::Duration,
     pub max_page_limit: u64,
     pub refresh_interval: Duration,
+    /// The `timeout` of commands and charging profile requests, seconds.
+    pub command_timeout_s: u32,
 }
 
 impl Settings {
@@ -75,6 +83,7 @@ impl Settings {
             rotation_grace: chrono::Duration::seconds(i64::from(c.rotation_grace_s)),
             max_page_limit: u64::from(c.max_page_limit),
             refresh_interval: Duration::from_millis(c.refresh_interval_ms),
+            command_timeout_s: c.command_timeout_s,
         }
     }
 
@@ -101,6 +110,9 @@ pub struct OcpiState {
     pub locations: Arc<locations::Refresher>,
     pub tariffs_seen: Arc<tariffs::Seen>,
     pub push: push::PushHandle,
+    /// Where commands to sites are published (`None`: they go out at the sites' next
+    /// hello).
+    pub mqtt: Option<rumqttc::AsyncClient>,
 }
 
 /// The partner a request authenticated as (put there by the authentication layer).
@@ -117,12 +129,19 @@ pub struct Caller {
 pub struct Service {
     pub state: OcpiState,
     refresher: tokio::task::JoinHandle<()>,
+    commands: tokio::task::JoinHandle<()>,
 }
 
 impl Service {
-    /// Starts OCPI: the config's bootstrap tokens are stored, the pushes and the
-    /// location refresher run.
-    pub async fn start(c: &config::OcpiConfig, store: Store, http_addr: SocketAddr) -> anyhow::Result<Service> {
+    /// Starts OCPI: the config's bootstrap tokens are stored, the pushes, the location
+    /// refresher and the command results ([`commands::run`]) run. Commands to sites are
+    /// published with `mqtt`.
+    pub async fn start(
+        c: &config::OcpiConfig,
+        store: Store,
+        http_addr: SocketAddr,
+        mqtt: Option<rumqttc::AsyncClient>,
+    ) -> anyhow::Result<Service> {
         partners::bootstrap(&store, c).await?;
         let settings = Arc::new(Settings::new(c, http_addr));
         let client = client::Client::default();
@@ -134,9 +153,11 @@ impl Service {
             locations: Arc::new(locations::Refresher::default()),
             tariffs_seen: Arc::new(tariffs::Seen::default()),
             push,
+            mqtt,
         };
         let refresher = tokio::spawn(locations::refresh_loop(state.clone()));
-        Ok(Service { state, refresher })
+        let commands = tokio::spawn(commands::run(state.clone()));
+        Ok(Service { state, refresher, commands })
     }
 
     /// Stops the refresher and the pushes (pushes not yet delivered are dropped: a
@@ -144,6 +165,8 @@ impl Service {
     pub async fn stop(self) {
         self.refresher.abort();
         let _ = self.refresher.await;
+        self.commands.abort();
+        let _ = self.commands.await;
         self.state.push.stop().await;
     }
 }
@@ -175,6 +198,11 @@ pub fn router(state: OcpiState) -> Router {
             &format!("/ocpi/{VERSION}/tokens/{{country_code}}/{{party_id}}/{{token_uid}}"),
             get(tokens::get).put(tokens::put).patch(tokens::patch),
         )
+        .route(&format!("/ocpi/{VERSION}/commands/{{command}}"), axum::routing::post(commands::post))
+        .route(
+            &format!("/ocpi/{VERSION}/chargingprofiles/{{session_id}}"),
+            get(chargingprofiles::get).put(chargingprofiles::put).delete(chargingprofiles::delete),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
@@ -202,6 +230,8 @@ pub fn details(s: &Settings) -> VersionDetails {
             e("locations", "SENDER", "locations"),
             e("tariffs", "SENDER", "tariffs"),
             e("tokens", "RECEIVER", "tokens"),
+            e("commands", "RECEIVER", "commands"),
+            e("chargingprofiles", "RECEIVER", "chargingprofiles"),
         ],
     }
 }

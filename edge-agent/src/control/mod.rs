@@ -38,6 +38,7 @@ use estimate::{Accepted, Sample};
 use profiles::{Command, Unit};
 use serde::Serialize;
 use shared_model::ocpp::v16::{AvailabilityStatus, ChargingProfileStatus};
+use shared_model::sync::{RateUnit, SessionLimit};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -49,13 +50,22 @@ const RETRY_MS: u64 = 2000;
 pub struct ControlHandle {
     view: watch::Sender<Arc<ControlView>>,
     limits: watch::Sender<ExternalLimits>,
+    session_limits: watch::Sender<SessionLimits>,
 }
+
+/// Caps on single sessions (a roaming partner's charging profile), by (station,
+/// transaction id), with when each was set.
+pub type SessionLimits = BTreeMap<(String, i64), (SessionLimit, DateTime<Utc>)>;
+
+/// A session cap is forgotten this long after it was set (its session has long ended).
+const SESSION_LIMIT_KEEP: chrono::Duration = chrono::Duration::days(7);
 
 impl Default for ControlHandle {
     fn default() -> Self {
         ControlHandle {
             view: watch::channel(Arc::new(ControlView::default())).0,
             limits: watch::channel(ExternalLimits::default()).0,
+            session_limits: watch::channel(SessionLimits::new()).0,
         }
     }
 }
@@ -81,6 +91,37 @@ impl ControlHandle {
     pub fn set_limits(&self, limits: ExternalLimits) {
         self.limits.send_replace(limits);
     }
+
+    /// Sets (`Some`) or removes (`None`) the cap on one session; the loop re-runs at
+    /// once. Whether the session had a cap before.
+    pub fn set_session_limit(&self, station: &str, transaction_id: i64, limit: Option<SessionLimit>) -> bool {
+        let now = Utc::now();
+        let mut had = false;
+        self.session_limits.send_modify(|caps| {
+            caps.retain(|_, (_, set_at)| now - *set_at < SESSION_LIMIT_KEEP);
+            let key = (station.to_owned(), transaction_id);
+            had = match limit {
+                Some(l) => caps.insert(key, (l, now)).is_some(),
+                None => caps.remove(&key).is_some(),
+            };
+        });
+        had
+    }
+
+    /// The session caps in force.
+    pub fn session_limits(&self) -> SessionLimits {
+        self.session_limits.borrow().clone()
+    }
+}
+
+/// A session cap at `now` in A per phase (a cap in W is spread over the charger's
+/// phases at its voltage), for a session that started at `started_ms`.
+fn cap_a(limit: &SessionLimit, started_ms: u64, now: u64, voltage_v: f64, phases: usize) -> Option<f64> {
+    let value = limit.limit_at(to_time(started_ms), to_time(now))?;
+    Some(match limit.unit {
+        RateUnit::A => value,
+        RateUnit::W => value / (voltage_v.max(1.0) * phases.max(1) as f64),
+    })
 }
 
 /// What `GET /api/v1/balancer` shows.
@@ -198,6 +239,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let mut live = shared.live.subscribe();
     let mut meters = shared.meters.subscribe();
     let mut limits = shared.control.limits.subscribe();
+    let mut session_limits = shared.control.session_limits.subscribe();
     let (outcome_tx, mut outcomes) = mpsc::unbounded_channel();
     let tick_ms = plan.section.tick_ms;
     let mut ctl = Controller::new(shared.clone(), plan, outcome_tx);
@@ -211,6 +253,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             _ = tick.tick() => {}
             r = meters.changed() => if r.is_err() { return },
             r = limits.changed() => if r.is_err() { return },
+            r = session_limits.changed() => if r.is_err() { return },
             r = live.recv() => match r {
                 Ok(ev) => ctl.on_live(ev).await,
                 Err(broadcast::error::RecvError::Lagged(_)) => ctl.reload_all().await,
@@ -524,6 +567,7 @@ impl Controller {
         let settle = self.plan.section.settle_ms;
         let tree = self.plan.site.tree();
         let validity_ms = self.plan.section.profile_validity_s.saturating_mul(1000);
+        let caps = self.shared.control.session_limits();
         let mut out = Vec::with_capacity(self.points.len());
         for (i, point) in self.plan.points.iter().enumerate() {
             let station = self.stations.get(&point.station);
@@ -574,10 +618,22 @@ impl Controller {
             } else {
                 Link::Answering
             };
+            // A roaming partner's cap on this session bounds what it is offered, like the
+            // EV's own demand; a cap below the charger's minimum current pauses it (the
+            // balancer sees no session to give current to).
+            let cap = st.session.and_then(|(tx, started_ms)| {
+                let (limit, _) = caps.get(&(point.station.clone(), tx))?;
+                cap_a(limit, started_ms, now, point.voltage_v, point.phases)
+            });
+            let min_a = self.plan.site.chargers().get(i).map_or(6.0, |c| c.min_current_a);
+            let demand_a = match (est.demand_a, cap) {
+                (Some(d), Some(c)) => Some(d.min(c)),
+                (d, c) => c.or(d),
+            };
             out.push(ChargerState {
-                session: st.session.map(|(_, started_ms)| Session {
+                session: st.session.filter(|_| !cap.is_some_and(|c| c < min_a)).map(|(_, started_ms)| Session {
                     started_ms,
-                    demand_a: est.demand_a,
+                    demand_a,
                     ev_phases: est.ev_phases,
                 }),
                 measured_a: est.measured_a,
@@ -909,5 +965,43 @@ fn parse_sample(rows: &[SampleRow], now: u64, old: Option<Sample>) -> Option<Sam
     match old {
         Some(o) if o.at_ms > at_ms => Some(o),
         _ => Some(Sample { current_a: current, at_ms }),
+    }
+}
+
+#[cfg(test)]
+mod session_limit_tests {
+    use super::*;
+    use shared_model::sync::LimitPeriod;
+
+    fn limit(unit: RateUnit, value: f64) -> SessionLimit {
+        SessionLimit {
+            start: None,
+            duration_s: Some(600),
+            unit,
+            min_rate: None,
+            periods: vec![LimitPeriod { start_s: 0, limit: value }],
+        }
+    }
+
+    #[test]
+    fn caps_are_amps_per_phase() {
+        let started = 1_800_000_000_000;
+        assert_eq!(cap_a(&limit(RateUnit::A, 10.0), started, started + 1000, 230.0, 3), Some(10.0));
+        // 6900 W over three phases at 230 V: 10 A; over one phase: 30 A.
+        let w = limit(RateUnit::W, 6900.0);
+        assert!(cap_a(&w, started, started + 1000, 230.0, 3).is_some_and(|a| (a - 10.0).abs() < 1e-9));
+        assert!(cap_a(&w, started, started + 1000, 230.0, 1).is_some_and(|a| (a - 30.0).abs() < 1e-9));
+        assert_eq!(cap_a(&w, started, started + 600_000, 230.0, 3), None, "over after its duration");
+    }
+
+    #[test]
+    fn session_limits_are_set_replaced_and_cleared() {
+        let h = ControlHandle::default();
+        assert!(!h.set_session_limit("CP-1", 7, Some(limit(RateUnit::A, 10.0))));
+        assert!(h.set_session_limit("CP-1", 7, Some(limit(RateUnit::A, 8.0))), "replaced");
+        assert_eq!(h.session_limits().get(&("CP-1".to_owned(), 7)).map(|(l, _)| l.periods[0].limit), Some(8.0));
+        assert!(h.set_session_limit("CP-1", 7, None), "cleared");
+        assert!(!h.set_session_limit("CP-1", 7, None), "nothing left to clear");
+        assert!(h.session_limits().is_empty());
     }
 }

@@ -97,6 +97,8 @@ pub struct Cx<'a> {
     pub station: &'a str,
     pub now: DateTime<Utc>,
     pub config: &'a crate::config::Config,
+    /// Tags the hub vouched for (remote starts, reservations).
+    pub grants: &'a crate::remote_auth::RemoteAuth,
 }
 
 async fn handle<R, F>(ctx: &ConnCtx, call: Call, f: F) -> Frame
@@ -126,7 +128,7 @@ where
         .shared
         .store
         .write(move |conn| {
-            let cx = Cx { station: &station, now, config: &shared.config };
+            let cx = Cx { station: &station, now, config: &shared.config, grants: &shared.remote_auth };
             let response = f(conn, request, &cx)?;
             let reply = Frame::CallResult(CallResult { unique_id, payload: serde_json::to_value(&response)? });
             let outbound = Entry::frame(now, &station, Direction::Out, &reply, Some(&action));
@@ -246,8 +248,18 @@ fn id_tag_info(auth: &AuthResult) -> IdTagInfo {
     }
 }
 
+/// Whether a tag the site does not accept (unknown, or expired in its list) is vouched
+/// for by the hub here (see [`crate::remote_auth`]); a tag the site blocks stays blocked.
+fn vouched(auth: &AuthResult, connector: u32, id_tag: &str, cx: &Cx<'_>) -> bool {
+    matches!(auth.status, model::AuthorizationStatus::Invalid | model::AuthorizationStatus::Expired)
+        && cx.grants.allows(cx.station, connector, id_tag, cx.now)
+}
+
 fn authorize(conn: &Connection, req: AuthorizeRequest, cx: &Cx<'_>) -> Result<AuthorizeResponse, StoreError> {
-    let auth = chargers::authorize(conn, req.id_tag.as_str(), &cx.config.authorization, true, cx.now)?;
+    let mut auth = chargers::authorize(conn, req.id_tag.as_str(), &cx.config.authorization, true, cx.now)?;
+    if vouched(&auth, 0, req.id_tag.as_str(), cx) {
+        auth = AuthResult { status: model::AuthorizationStatus::Accepted, expiry: None, parent_id_tag: None };
+    }
     chargers::touch(conn, cx.station, cx.now)?;
     Ok(AuthorizeResponse { id_tag_info: id_tag_info(&auth) })
 }
@@ -260,7 +272,13 @@ fn start(conn: &Connection, req: StartTransactionRequest, cx: &Cx<'_>) -> Result
         timestamp: req.timestamp,
         reservation_id: req.reservation_id.map(i64::from),
     };
-    let outcome = chargers::start_transaction(conn, cx.station, &report, &cx.config.authorization, cx.now)?;
+    let mut outcome = chargers::start_transaction(conn, cx.station, &report, &cx.config.authorization, cx.now)?;
+    if !outcome.duplicate && vouched(&outcome.auth, req.connector_id, &report.id_tag, cx) {
+        outcome.auth = AuthResult { status: model::AuthorizationStatus::Accepted, expiry: None, parent_id_tag: None };
+        // A retransmitted StartTransaction is answered from the stored status.
+        conn.prepare_cached("UPDATE transactions SET auth_status = ?3 WHERE charger_id = ?1 AND station_tx_id = ?2")?
+            .execute(rusqlite::params![cx.station, outcome.transaction_id, outcome.auth.status.as_str()])?;
+    }
     chargers::touch(conn, cx.station, cx.now)?;
     let transaction_id = i32::try_from(outcome.transaction_id)
         .map_err(|_| StoreError::Conflict("transaction id outside the OCPP 1.6 integer range".into()))?;

@@ -21,7 +21,9 @@ use serde_json::{Value, json};
 use shared_model::events::SiteEvent;
 use shared_model::ocpp::OcppRequest;
 use shared_model::ocpp::v16::*;
-use shared_model::sync::{Command, CommandEnvelope, CommandOutcome, CommandResult, LocalListEntry, PROTOCOL_VERSION};
+use shared_model::sync::{
+    Command, CommandEnvelope, CommandOutcome, CommandResult, LocalListEntry, PROTOCOL_VERSION, RateUnit, SessionLimit,
+};
 use std::collections::HashSet;
 
 /// What to do with a command that came in.
@@ -228,7 +230,7 @@ pub async fn mark_reported(shared: &Shared, ids: Vec<String>) -> Result<(), Stor
 
 /// Runs a recorded command and stores its result.
 pub async fn run(shared: &Shared, env: &CommandEnvelope) -> CommandResult {
-    let (outcome, detail) = execute(shared, &env.command).await;
+    let (outcome, detail) = execute(shared, env).await;
     let r = result(&shared.config.site.id, &env.command_id, outcome, detail, Utc::now());
     let stored = r.clone();
     if let Err(e) = shared.store.write(move |conn| finish(conn, &stored)).await {
@@ -237,21 +239,101 @@ pub async fn run(shared: &Shared, env: &CommandEnvelope) -> CommandResult {
     r
 }
 
-async fn execute(shared: &Shared, command: &Command) -> (CommandOutcome, Value) {
+async fn execute(shared: &Shared, env: &CommandEnvelope) -> (CommandOutcome, Value) {
     use CommandOutcome::{Accepted, Failed, Rejected};
-    match command {
+    match &env.command {
         Command::RemoteStart { station, connector, id_tag } => {
             if *connector == Some(0) {
                 return (Failed, reason("connector 0 is the whole charger: give a connector from 1, or none"));
             }
-            let id_tag = match IdToken::try_new(id_tag.as_str()) {
+            let tag = match IdToken::try_new(id_tag.as_str()) {
                 Ok(t) => t,
                 Err(e) => return (Failed, reason(format!("id_tag: {e}"))),
             };
-            let req = RemoteStartTransactionRequest { connector_id: *connector, id_tag, charging_profile: None };
-            call(shared, station, &req, |r| match r.status {
+            // The hub vouches for the tag (a roaming partner authorized it): the charger's
+            // StartTransaction with it is accepted here even if the site does not know it.
+            let grants = &shared.remote_auth;
+            let until = Utc::now() + crate::remote_auth::REMOTE_START_GRANT;
+            grants.grant(&env.command_id, station, *connector, id_tag, until);
+            let req = RemoteStartTransactionRequest { connector_id: *connector, id_tag: tag, charging_profile: None };
+            let (outcome, mut detail) = call(shared, station, &req, |r| match r.status {
                 RemoteStartStopStatus::Accepted => Accepted,
                 RemoteStartStopStatus::Rejected => Rejected,
+            })
+            .await;
+            let now = Utc::now();
+            if outcome != Accepted {
+                grants.revoke(&env.command_id);
+            } else if let Some(expires_at) = env.expires_at.filter(|t| *t <= now) {
+                // Answered after the hub gave up on it (the roaming partner was told it
+                // timed out): the grant goes, so an unknown tag's late start is refused
+                // here; the hub stops a late start of a tag the site accepts itself.
+                grants.revoke(&env.command_id);
+                if let Value::Object(map) = &mut detail {
+                    map.insert("answered_after_expiry".into(), json!({ "expires_at": expires_at, "answered_at": now }));
+                }
+            }
+            (outcome, detail)
+        }
+        Command::ReserveNow { station, connector, expiry, id_tag, reservation_id } => {
+            if *connector == 0 {
+                return (Failed, reason("connector 0 (any connector) is not offered: give a connector from 1"));
+            }
+            let tag = match IdToken::try_new(id_tag.as_str()) {
+                Ok(t) => t,
+                Err(e) => return (Failed, reason(format!("id_tag: {e}"))),
+            };
+            let key = reservation_key(station, *reservation_id);
+            shared.remote_auth.grant(&key, station, Some(*connector), id_tag, *expiry);
+            let req = ReserveNowRequest {
+                connector_id: *connector,
+                expiry_date: *expiry,
+                id_tag: tag,
+                parent_id_tag: None,
+                reservation_id: *reservation_id,
+            };
+            let (outcome, detail) = call(shared, station, &req, |r| match r.status {
+                ReservationStatus::Accepted => Accepted,
+                ReservationStatus::Faulted
+                | ReservationStatus::Occupied
+                | ReservationStatus::Rejected
+                | ReservationStatus::Unavailable => Rejected,
+            })
+            .await;
+            if outcome != Accepted {
+                shared.remote_auth.revoke(&key);
+            }
+            (outcome, detail)
+        }
+        Command::CancelReservation { station, reservation_id } => {
+            let (outcome, detail) =
+                call(shared, station, &CancelReservationRequest { reservation_id: *reservation_id }, |r| {
+                    match r.status {
+                        CancelReservationStatus::Accepted => Accepted,
+                        CancelReservationStatus::Rejected => Rejected,
+                    }
+                })
+                .await;
+            if outcome == Accepted {
+                shared.remote_auth.revoke(&reservation_key(station, *reservation_id));
+            }
+            (outcome, detail)
+        }
+        Command::SetSessionLimit { station, connector, transaction_id, limit } => {
+            set_session_limit(shared, station, *connector, *transaction_id, limit.as_ref()).await
+        }
+        Command::GetCompositeSchedule { station, connector, duration_s } => {
+            if *connector == 0 {
+                return (Failed, reason("give a connector from 1"));
+            }
+            let req = GetCompositeScheduleRequest {
+                connector_id: *connector,
+                duration: i64::from(*duration_s),
+                charging_rate_unit: None,
+            };
+            call(shared, station, &req, |r| match r.status {
+                GetCompositeScheduleStatus::Accepted => Accepted,
+                GetCompositeScheduleStatus::Rejected => Rejected,
             })
             .await
         }
@@ -321,6 +403,96 @@ async fn execute(shared: &Shared, command: &Command) -> (CommandOutcome, Value) 
         // Run inside the recording job (see `receive`); never reach here.
         Command::SetLocalList { .. } | Command::SetTariff { .. } => (Failed, reason("not run as a charger command")),
     }
+}
+
+/// The [`crate::remote_auth`] key of a reservation.
+fn reservation_key(station: &str, reservation_id: i32) -> String {
+    format!("reservation:{station}:{reservation_id}")
+}
+
+/// The id of the TxProfile a session limit becomes at a site without a balancer (one per
+/// connector: a new limit replaces the last one).
+const SESSION_LIMIT_PROFILE_ID: i32 = 900_000;
+
+/// A session cap: with the balancer, a bound on what it offers the session (it keeps the
+/// site's limits whatever the cap says); without one, a TxProfile on the charger.
+async fn set_session_limit(
+    shared: &Shared,
+    station: &str,
+    connector: u32,
+    transaction_id: i64,
+    limit: Option<&SessionLimit>,
+) -> (CommandOutcome, Value) {
+    use CommandOutcome::{Accepted, Failed, Rejected};
+    if connector == 0 {
+        return (Failed, reason("give a connector from 1"));
+    }
+    if shared.directory.get(station).is_none() {
+        return (Failed, reason(format!("no charger {station:?} at this site")));
+    }
+    if shared.config.energy.is_some() {
+        let had = shared.control.set_session_limit(station, transaction_id, limit.cloned());
+        return match limit {
+            Some(_) => (Accepted, json!({ "applied_by": "balancer", "replaced": had })),
+            None if had => (Accepted, json!({ "applied_by": "balancer", "cleared": true })),
+            None => (Rejected, json!({ "status": "Unknown", "reason": "no limit was set on this session" })),
+        };
+    }
+    let Ok(tx) = i32::try_from(transaction_id) else {
+        return (Failed, reason(format!("transaction_id {transaction_id} is out of the OCPP 1.6 integer range")));
+    };
+    let Some(limit) = limit else {
+        let req = ClearChargingProfileRequest {
+            id: Some(SESSION_LIMIT_PROFILE_ID + i32::try_from(connector).unwrap_or(0)),
+            connector_id: None,
+            charging_profile_purpose: None,
+            stack_level: None,
+        };
+        return call(shared, station, &req, |r| match r.status {
+            ClearChargingProfileStatus::Accepted => Accepted,
+            ClearChargingProfileStatus::Unknown => Rejected,
+        })
+        .await;
+    };
+    let profile = ChargingProfile {
+        charging_profile_id: SESSION_LIMIT_PROFILE_ID + i32::try_from(connector).unwrap_or(0),
+        transaction_id: Some(tx),
+        stack_level: 1,
+        charging_profile_purpose: ChargingProfilePurposeType::TxProfile,
+        charging_profile_kind: if limit.start.is_some() {
+            ChargingProfileKindType::Absolute
+        } else {
+            ChargingProfileKindType::Relative
+        },
+        recurrency_kind: None,
+        valid_from: None,
+        valid_to: None,
+        charging_schedule: ChargingSchedule {
+            duration: limit.duration_s.map(i64::from),
+            start_schedule: limit.start,
+            charging_rate_unit: match limit.unit {
+                RateUnit::A => ChargingRateUnitType::A,
+                RateUnit::W => ChargingRateUnitType::W,
+            },
+            charging_schedule_period: limit
+                .periods
+                .iter()
+                .map(|p| ChargingSchedulePeriod {
+                    start_period: i64::from(p.start_s),
+                    // The schema wants a multiple of 0.1.
+                    limit: (p.limit * 10.0).floor() / 10.0,
+                    number_phases: None,
+                })
+                .collect(),
+            min_charging_rate: limit.min_rate.map(|r| (r * 10.0).round() / 10.0),
+        },
+    };
+    let req = SetChargingProfileRequest { connector_id: connector, cs_charging_profiles: profile };
+    call(shared, station, &req, |r| match r.status {
+        ChargingProfileStatus::Accepted => Accepted,
+        ChargingProfileStatus::Rejected | ChargingProfileStatus::NotSupported => Rejected,
+    })
+    .await
 }
 
 /// Sends a typed OCPP 1.6 CALL; the outcome comes from the charger's answer.

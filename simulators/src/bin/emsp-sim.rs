@@ -1,7 +1,10 @@
 //! `emsp-sim`: a simulated OCPI 2.2.1 eMSP. Prints `EMSP_READY <versions URL> <token A>`
 //! once it listens (the token A lets a CPO register with it); with `--register-with` it
-//! registers with a CPO, crawls its locations and prints what it found. Every push it
-//! receives is printed as `PUSH <method> <path>`. Ctrl-C stops it.
+//! registers with a CPO, crawls its locations and prints what it found, and with
+//! `--start-session LOCATION_ID` it then sends a START_SESSION (`--evse-uid`, `--token`)
+//! and prints the CPO's answer (`COMMAND <json>`) and the CommandResult POSTed to its
+//! response URL (`RESULT <json>`). Every push it receives is printed as
+//! `PUSH <method> <path>`. Ctrl-C stops it.
 //!
 //! ```text
 //! emsp-sim --listen 127.0.0.1:0 --register-with http://127.0.0.1:8080/ocpi/versions --token-a TOKEN \
@@ -44,6 +47,15 @@ struct Args {
     /// Token uids to answer BLOCKED in real-time authorization.
     #[arg(long)]
     block: Vec<String>,
+    /// After registering: START_SESSION at this Location.
+    #[arg(long, requires = "register_with")]
+    start_session: Option<String>,
+    /// The EVSE of the START_SESSION (default: the CPO chooses).
+    #[arg(long, requires = "start_session")]
+    evse_uid: Option<String>,
+    /// The uid of the token to start with.
+    #[arg(long, default_value = "EMSP-APP-1")]
+    token: String,
 }
 
 #[tokio::main]
@@ -73,6 +85,21 @@ async fn main() -> Result<()> {
         let evses: usize =
             crawl.locations.iter().map(|l| l.get("evses").and_then(|e| e.as_array()).map_or(0, Vec::len)).sum();
         println!("CRAWLED {} locations, {evses} EVSEs, {} pages", crawl.locations.len(), crawl.pages.len());
+    }
+    if let Some(location) = &args.start_session {
+        let url = emsp.response_url("commands");
+        let mut body =
+            serde_json::json!({"response_url": url, "token": emsp.token(&args.token), "location_id": location});
+        if let Some(evse) = &args.evse_uid {
+            body["evse_uid"] = serde_json::json!(evse);
+        }
+        let answer = emsp.command("START_SESSION", &body).await.context("sending START_SESSION")?;
+        println!("COMMAND {}", answer.body);
+        let timeout = answer.body["data"]["timeout"].as_u64().unwrap_or(60);
+        match emsp.wait_for_result(&url, Duration::from_secs(timeout + 10)).await {
+            Some(result) => println!("RESULT {result}"),
+            None => println!("RESULT none within {} s", timeout + 10),
+        }
     }
     let mut seen = 0;
     loop {

@@ -63,6 +63,21 @@ pub(crate) enum Command {
     Reconnect { reply: oneshot::Sender<Result<Ticket, SimError>> },
     SetBaseUrl(String),
     State { reply: oneshot::Sender<ChargePointState> },
+    AnswerMode { action: String, mode: AnswerMode, reply: oneshot::Sender<()> },
+}
+
+/// How the simulator answers the central system's CALLs of one action (to play a
+/// charger that is slow or silent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AnswerMode {
+    /// At once, as OCPP wants.
+    #[default]
+    Normal,
+    /// Only after this long; the charger also acts on it only then (a late
+    /// RemoteStartTransaction still starts the transaction).
+    Delay(Duration),
+    /// Never: the CALL is dropped unanswered and not acted on.
+    Never,
 }
 
 /// Most central-system CALLs kept in the log (the oldest go first), so a simulator that
@@ -73,6 +88,8 @@ pub(crate) const CALL_LOG_CAPACITY: usize = 10_000;
 pub(crate) struct CallLog {
     pub log: Mutex<CallLogInner>,
     pub tx: broadcast::Sender<ReceivedCall>,
+    /// CALLs dropped unanswered ([`AnswerMode::Never`]): action and payload.
+    pub ignored: Mutex<Vec<(String, Value)>>,
 }
 
 /// The kept CALLs; `dropped` older ones were discarded, so absolute index `i` is at
@@ -84,7 +101,11 @@ pub(crate) struct CallLogInner {
 
 impl CallLog {
     pub fn new() -> Self {
-        CallLog { log: Mutex::new(CallLogInner { calls: VecDeque::new(), dropped: 0 }), tx: broadcast::channel(1024).0 }
+        CallLog {
+            log: Mutex::new(CallLogInner { calls: VecDeque::new(), dropped: 0 }),
+            tx: broadcast::channel(1024).0,
+            ignored: Mutex::new(Vec::new()),
+        }
     }
 
     fn push(&self, call: ReceivedCall) {
@@ -166,6 +187,9 @@ pub(crate) struct Driver {
     reconnect_at: Option<Instant>,
     reconnect_attempts: u32,
     next_id: u64,
+    answer_modes: HashMap<String, AnswerMode>,
+    /// CALLs held back by [`AnswerMode::Delay`], with when to act on and answer them.
+    held: Vec<(Instant, shared_model::ocpp::framing::Call)>,
 }
 
 /// Most automatic reconnect attempts after one connection loss.
@@ -194,6 +218,8 @@ impl Driver {
             reconnect_at: None,
             reconnect_attempts: 0,
             next_id: 0,
+            answer_modes: HashMap::new(),
+            held: Vec::new(),
         }
     }
 
@@ -238,6 +264,9 @@ impl Driver {
             None => {}
         }
         if let Some(t) = self.reconnect_at {
+            consider(t);
+        }
+        if let Some(t) = self.held.iter().map(|(t, _)| *t).min() {
             consider(t);
         }
         wake
@@ -341,26 +370,39 @@ impl Driver {
                     let _ = self.send_text(answer).await;
                 }
             }
-            Ok(Frame::Call(call)) => {
-                let response = self.station.handle_call(&call, now);
-                let text_out = response.to_text();
-                debug!(cp = %self.cfg.id, action = %call.action, "answer → {text_out}");
-                let _ = self.send_text(text_out).await;
-                let record = ReceivedCall {
-                    at: Utc::now(),
-                    unique_id: call.unique_id.clone(),
-                    action: call.action.clone(),
-                    payload: call.payload.clone(),
-                    response,
-                };
-                self.calls.push(record);
-                if matches!(self.in_flight, Some(InFlight::Raw { id: None, .. }))
-                    && let Some(InFlight::Raw { reply, .. }) = self.in_flight.take()
-                {
-                    let _ = reply.send(Ok(Frame::Call(call)));
+            Ok(Frame::Call(call)) => match self.answer_modes.get(&call.action).copied().unwrap_or_default() {
+                AnswerMode::Normal => self.answer_call(call, now).await,
+                AnswerMode::Delay(d) => {
+                    info!(cp = %self.cfg.id, action = %call.action, "holding the answer for {d:?} (simulated)");
+                    self.held.push((Instant::now() + d, call));
                 }
-            }
+                AnswerMode::Never => {
+                    info!(cp = %self.cfg.id, action = %call.action, "not answering (simulated)");
+                    self.calls.ignored.lock().unwrap_or_else(PoisonError::into_inner).push((call.action, call.payload));
+                }
+            },
             Ok(frame) => self.on_answer(frame, now),
+        }
+    }
+
+    /// Acts on a central-system CALL and answers it.
+    async fn answer_call(&mut self, call: shared_model::ocpp::framing::Call, now: Now) {
+        let response = self.station.handle_call(&call, now);
+        let text_out = response.to_text();
+        debug!(cp = %self.cfg.id, action = %call.action, "answer → {text_out}");
+        let _ = self.send_text(text_out).await;
+        let record = ReceivedCall {
+            at: Utc::now(),
+            unique_id: call.unique_id.clone(),
+            action: call.action.clone(),
+            payload: call.payload.clone(),
+            response,
+        };
+        self.calls.push(record);
+        if matches!(self.in_flight, Some(InFlight::Raw { id: None, .. }))
+            && let Some(InFlight::Raw { reply, .. }) = self.in_flight.take()
+        {
+            let _ = reply.send(Ok(Frame::Call(call)));
         }
     }
 
@@ -398,6 +440,16 @@ impl Driver {
 
     async fn on_timer(&mut self) {
         let now = Instant::now();
+        if self.held.iter().any(|(t, _)| *t <= now) {
+            let (due, rest): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut self.held).into_iter().partition(|(t, _)| *t <= now);
+            self.held = rest;
+            for (_, call) in due {
+                if self.ws.is_some() {
+                    self.answer_call(call, Now::current()).await;
+                }
+            }
+        }
         let expired = match &self.in_flight {
             Some(InFlight::Call { deadline, .. }) | Some(InFlight::Raw { deadline, .. }) => *deadline <= now,
             None => false,
@@ -442,6 +494,8 @@ impl Driver {
     /// The connection is gone; `by_server` means it was not our decision.
     fn connection_lost(&mut self, by_server: bool) {
         self.ws = None;
+        // A held CALL dies with its connection (its answer could not go out).
+        self.held.clear();
         match self.in_flight.take() {
             Some(InFlight::Call { out, .. }) => {
                 if let Some(w) = self.waiters.remove(&out.tag)
@@ -582,6 +636,10 @@ impl Driver {
                 let _ = reply.send(result);
             }
             Command::SetBaseUrl(url) => self.cfg.base_url = url,
+            Command::AnswerMode { action, mode, reply } => {
+                self.answer_modes.insert(action, mode);
+                let _ = reply.send(());
+            }
             Command::State { reply } => {
                 let _ = reply.send(self.station.snapshot(now.wall));
             }

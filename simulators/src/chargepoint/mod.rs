@@ -62,6 +62,7 @@ pub use config::{ChargePointConfig, EvModel};
 pub use error::SimError;
 pub use state::{ChargePointState, ConfigValue, ConnectorState, ReceivedCall, TransactionState};
 
+pub use driver::AnswerMode;
 use driver::{CallLog, Command, Driver, Op, Ticket};
 use serde_json::Value;
 use shared_model::ocpp::OcppRequest;
@@ -332,6 +333,19 @@ impl ChargePoint {
     /// restarted on another port.
     pub async fn set_base_url(&self, base_url: impl Into<String>) -> Result<(), SimError> {
         self.cmd.send(Command::SetBaseUrl(base_url.into())).await.map_err(|_| SimError::Stopped)
+    }
+
+    /// How to answer the central system's CALLs of `action` from now on: at once, late
+    /// (acting on them only then), or never (to play a charger that times out).
+    pub async fn set_answer_mode(&self, action: &str, mode: AnswerMode) -> Result<(), SimError> {
+        let action = action.to_owned();
+        self.command(|reply| Command::AnswerMode { action, mode, reply }).await
+    }
+
+    /// The central system's CALLs dropped unanswered ([`AnswerMode::Never`]): action and
+    /// payload, in order.
+    pub fn ignored_calls(&self) -> Vec<(String, Value)> {
+        self.calls.ignored.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// A fresh snapshot of the charger's state.

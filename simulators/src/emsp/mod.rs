@@ -9,6 +9,12 @@
 //! per token what it was told. As a client it crawls the CPO's locations page by page,
 //! following the `Link` headers, pushes tokens, rotates its credentials and unregisters.
 //!
+//! Commands and charging profiles: it sends them to the CPO's Receivers
+//! ([`Emsp::command`], [`Emsp::charging_profile`]) with a `response_url` of its own
+//! ([`Emsp::response_url`]), where it records every asynchronous result the CPO POSTs
+//! ([`Emsp::results_at`], [`Emsp::wait_for_result`]); [`Emsp::fail_next_results`] makes it
+//! refuse some first, to see the CPO retry.
+//!
 //! [`VersionsMode`] makes it misbehave on purpose, for the CPO's error paths.
 //!
 //! ```no_run
@@ -161,6 +167,12 @@ struct Inner {
     answers: HashMap<String, AuthAnswer>,
     authorizations: Vec<(String, Option<Value>)>,
     tokens: Vec<Token>,
+    /// Results POSTed to our response URLs that we accepted: (path, body).
+    results: Vec<(String, Value)>,
+    /// Every result POST, refused ones too: paths.
+    result_attempts: Vec<String>,
+    /// Result POSTs still to refuse (HTTP 503).
+    fail_results: u32,
 }
 
 struct Shared {
@@ -237,6 +249,8 @@ impl Emsp {
             .route(&format!("{v}/tariffs/{{*rest}}"), put(receive_tariff))
             .route(&format!("{v}/tokens"), get(list_tokens))
             .route(&format!("{v}/tokens/{{uid}}/authorize"), post(authorize))
+            .route(&format!("{v}/commands/{{*rest}}"), post(receive_result))
+            .route(&format!("{v}/chargingprofiles/{{*rest}}"), post(receive_result))
             .layer(middleware::from_fn_with_state(shared.clone(), authenticate))
             .with_state(shared.clone());
         let task = tokio::spawn(async move {
@@ -465,6 +479,68 @@ impl Emsp {
         }
     }
 
+    /// A fresh `response_url` of ours for a request to the CPO's `module` (`commands`,
+    /// `chargingprofiles`).
+    pub fn response_url(&self, module: &str) -> String {
+        format!("{}/ocpi/{VERSION}/{module}/{}", self.shared.base_url, uuid::Uuid::new_v4().simple())
+    }
+
+    /// `POST {commands Receiver}/{command}` with `body`.
+    pub async fn command(&self, command: &str, body: &Value) -> Result<Answer, EmspError> {
+        let cpo = self.cpo().ok_or(EmspError::NotRegistered)?;
+        let base = cpo.details.url("commands", "RECEIVER").ok_or(EmspError::NoEndpoint("commands"))?;
+        self.request(Method::POST, &format!("{base}/{command}"), Some(body), Some(&cpo.token)).await
+    }
+
+    /// A request to `{chargingprofiles Receiver}/{session_id}[?query]`.
+    pub async fn charging_profile(
+        &self,
+        method: Method,
+        session_id: &str,
+        query: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<Answer, EmspError> {
+        let cpo = self.cpo().ok_or(EmspError::NotRegistered)?;
+        let base = cpo.details.url("chargingprofiles", "RECEIVER").ok_or(EmspError::NoEndpoint("chargingprofiles"))?;
+        let url = match query {
+            Some(q) => format!("{base}/{session_id}?{q}"),
+            None => format!("{base}/{session_id}"),
+        };
+        self.request(method, &url, body, Some(&cpo.token)).await
+    }
+
+    /// The results accepted at `response_url`, in order.
+    pub fn results_at(&self, response_url: &str) -> Vec<Value> {
+        let path = path_of(response_url);
+        self.shared.lock().results.iter().filter(|(p, _)| *p == path).map(|(_, b)| b.clone()).collect()
+    }
+
+    /// How many POSTs reached `response_url`, refused ones included.
+    pub fn result_attempts(&self, response_url: &str) -> usize {
+        let path = path_of(response_url);
+        self.shared.lock().result_attempts.iter().filter(|p| **p == path).count()
+    }
+
+    /// Waits for the first result accepted at `response_url`; `None` after `timeout`.
+    pub async fn wait_for_result(&self, response_url: &str, timeout: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.shared.changed.notified();
+            if let Some(r) = self.results_at(response_url).into_iter().next() {
+                return Some(r);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Refuses the next `n` result POSTs (HTTP 503, status 3000), as a partner that is
+    /// briefly down.
+    pub fn fail_next_results(&self, n: u32) {
+        self.shared.lock().fail_results = n;
+    }
+
     /// Stops the server.
     pub fn stop(&self) {
         self.task.abort();
@@ -570,6 +646,7 @@ async fn details(State(shared): State<Arc<Shared>>) -> Response {
         url: format!("{base}/{path}"),
     };
     let mut endpoints = vec![
+        e("commands", "SENDER", "commands"),
         e("locations", "RECEIVER", "locations"),
         e("tariffs", "RECEIVER", "tariffs"),
         e("tokens", "SENDER", "tokens"),
@@ -692,6 +769,40 @@ async fn receive_tariff(State(shared): State<Arc<Shared>>, Path(rest): Path<Stri
     ok(Value::Null)
 }
 
+/// The path of a URL (what the server sees of a response URL).
+fn path_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.find('/').map_or_else(|| "/".to_owned(), |i| rest[i..].to_owned())
+}
+
+/// A CommandResult (or charging profile result) POSTed to one of our response URLs.
+async fn receive_result(State(shared): State<Arc<Shared>>, uri: Uri, body: Bytes) -> Response {
+    let path = uri.path().to_owned();
+    let refuse = {
+        let mut inner = shared.lock();
+        inner.result_attempts.push(path.clone());
+        if inner.fail_results > 0 {
+            inner.fail_results -= 1;
+            true
+        } else {
+            false
+        }
+    };
+    shared.changed.notify_waiters();
+    if refuse {
+        return envelope(StatusCode::SERVICE_UNAVAILABLE, status::SERVER_ERROR, Some("briefly down (simulated)"), None);
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return envelope(StatusCode::BAD_REQUEST, status::INVALID_PARAMETERS, Some("not JSON"), None);
+    };
+    if body.get("result").and_then(Value::as_str).is_none() {
+        return envelope(StatusCode::BAD_REQUEST, status::INVALID_PARAMETERS, Some("no result"), None);
+    }
+    shared.lock().results.push((path, body));
+    shared.changed.notify_waiters();
+    ok(Value::Null)
+}
+
 async fn list_tokens(State(shared): State<Arc<Shared>>) -> Response {
     let tokens = shared.lock().tokens.clone();
     let mut r = ok(serde_json::to_value(tokens).unwrap_or(Value::Null));
@@ -747,6 +858,12 @@ async fn authorize(State(shared): State<Arc<Shared>>, Path(uid): Path<String>, u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn response_url_paths() {
+        assert_eq!(path_of("http://127.0.0.1:9/ocpi/2.2.1/commands/abc"), "/ocpi/2.2.1/commands/abc");
+        assert_eq!(path_of("https://h"), "/");
+    }
 
     #[test]
     fn next_link() {
