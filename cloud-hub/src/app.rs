@@ -133,6 +133,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let ocpi = if config.ocpi.enabled {
         let service = crate::ocpi::Service::start(&config.ocpi, store.clone(), http_addr, Some(sync.client())).await?;
         app = crate::ocpi::mount(app, service.state.clone());
+        sync.set_ocpi(service.state.clone());
         Some(service)
     } else {
         None

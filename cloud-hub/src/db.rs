@@ -253,7 +253,7 @@ pub enum Tx {
 
 /// The schema versions, in order: `(version, description, SQLite text, PostgreSQL text)`.
 /// Applied migrations are checksummed by sqlx: never edit one, add the next.
-const MIGRATIONS: [(i64, &str, &str, &str); 8] = [
+const MIGRATIONS: [(i64, &str, &str, &str); 9] = [
     (
         1,
         "sync",
@@ -289,6 +289,12 @@ const MIGRATIONS: [(i64, &str, &str, &str); 8] = [
         "dashboard",
         include_str!("../migrations/sqlite/0006_dashboard.sql"),
         include_str!("../migrations/postgres/0006_dashboard.sql"),
+    ),
+    (
+        7,
+        "ocpi_sessions",
+        include_str!("../migrations/sqlite/0007_ocpi_sessions.sql"),
+        include_str!("../migrations/postgres/0007_ocpi_sessions.sql"),
     ),
     (
         8,

@@ -112,6 +112,14 @@ pub fn parse_batch(topic_site: &str, payload: &[u8]) -> Result<EventBatch, Rejec
     Ok(batch)
 }
 
+/// Parses and checks an `up/auth` payload of `topic_site`.
+pub fn parse_auth_request(topic_site: &str, payload: &[u8]) -> Result<shared_model::sync::AuthRequest, Reject> {
+    let req: shared_model::sync::AuthRequest =
+        serde_json::from_slice(payload).map_err(|error| Reject::BadJson { what: "an AuthRequest", error })?;
+    check_site(topic_site, &req.site_id, req.v)?;
+    Ok(req)
+}
+
 /// Parses and checks an `up/hello` payload of `topic_site`.
 pub fn parse_hello(topic_site: &str, payload: &[u8]) -> Result<Hello, Reject> {
     let hello: Hello = serde_json::from_slice(payload).map_err(|error| Reject::BadJson { what: "a Hello", error })?;

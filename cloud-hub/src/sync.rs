@@ -1,8 +1,10 @@
 //! The hub's side of the sync protocol over MQTT: one rumqttc client subscribed to every
-//! site's `up/events`, `up/hello`, `up/status` and `up/results`, and workers that apply
-//! what arrives (see [`crate::ingest`]) and answer with acks. A hello also re-sends the
-//! site's unanswered commands (see [`crate::commands`]); results are stored once per
-//! command id.
+//! site's `up/events`, `up/hello`, `up/status`, `up/results` and `up/auth`, and workers
+//! that apply what arrives (see [`crate::ingest`]) and answer with acks. A hello also
+//! re-sends the site's unanswered commands (see [`crate::commands`]); results are stored
+//! once per command id. An authorization request (`up/auth`) is answered on `down/auth`
+//! by OCPI ([`crate::ocpi::realtime`]) in a task of its own (an eMSP may take a moment),
+//! or at once with `unknown` when OCPI is off.
 //!
 //! - One site always goes to the same worker, so a site's batches are applied in the
 //!   order they arrived; different sites are applied in parallel.
@@ -48,10 +50,10 @@ pub struct SyncSettings {
 }
 
 impl SyncSettings {
-    /// The subscription filters: `up/events`, `up/hello`, `up/status` and `up/results`
-    /// of every site.
+    /// The subscription filters: `up/events`, `up/hello`, `up/status`, `up/results` and
+    /// `up/auth` of every site.
     pub fn filters(&self) -> Vec<String> {
-        [Topic::Events, Topic::Hello, Topic::Status, Topic::Results]
+        [Topic::Events, Topic::Hello, Topic::Status, Topic::Results, Topic::AuthRequests]
             .into_iter()
             .map(|t| match &self.share_group {
                 Some(group) => format!("$share/{group}/{}", t.all_sites()),
@@ -61,9 +63,13 @@ impl SyncSettings {
     }
 }
 
+/// Where the answers to sites' authorization requests come from, once OCPI runs.
+pub type Authorizer = Arc<std::sync::OnceLock<crate::ocpi::OcpiState>>;
+
 /// The running client and workers.
 pub struct SyncHandle {
     client: AsyncClient,
+    authorizer: Authorizer,
     ready: watch::Receiver<bool>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -74,6 +80,7 @@ struct Ctx {
     metrics: Arc<Metrics>,
     client: AsyncClient,
     flow: Flow,
+    authorizer: Authorizer,
 }
 
 /// Starts the client (it connects, and reconnects, in the background) and the workers.
@@ -90,7 +97,9 @@ pub fn start(settings: &SyncSettings, store: Store, metrics: Arc<Metrics>) -> Sy
     let (ready_tx, ready) = watch::channel(false);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let flow = Flow::new(settings.inflight_budget_bytes, settings.inflight_budget_batches);
-    let ctx = Arc::new(Ctx { store, metrics: metrics.clone(), client: client.clone(), flow });
+    let authorizer: Authorizer = Arc::default();
+    let ctx =
+        Arc::new(Ctx { store, metrics: metrics.clone(), client: client.clone(), flow, authorizer: authorizer.clone() });
     let mut tasks = Vec::new();
     let mut queues = Vec::new();
     for _ in 0..settings.workers.max(1) {
@@ -107,7 +116,7 @@ pub fn start(settings: &SyncSettings, store: Store, metrics: Arc<Metrics>) -> Sy
         shutdown_rx,
         metrics,
     )));
-    SyncHandle { client, ready, shutdown, tasks }
+    SyncHandle { client, authorizer, ready, shutdown, tasks }
 }
 
 impl SyncHandle {
@@ -120,6 +129,11 @@ impl SyncHandle {
     /// The hub's MQTT client (to publish commands; it queues while disconnected).
     pub fn client(&self) -> AsyncClient {
         self.client.clone()
+    }
+
+    /// Sites' authorization requests are answered by OCPI from now on.
+    pub fn set_ocpi(&self, state: crate::ocpi::OcpiState) {
+        let _ = self.authorizer.set(state);
     }
 
     /// Whether the client is connected and subscribed now.
@@ -233,8 +247,9 @@ async fn handle(ctx: &Ctx, topic: &str, payload: &[u8]) {
         Topic::Hello => on_hello(ctx, site, payload).await,
         Topic::Status => on_status(ctx, site, payload).await,
         Topic::Results => on_result(ctx, site, payload).await,
+        Topic::AuthRequests => on_auth(ctx, site, payload),
         // Down topics are ours (the hub does not subscribe to them).
-        Topic::Acks | Topic::Commands => Ok(()),
+        Topic::Acks | Topic::Commands | Topic::AuthAnswers => Ok(()),
     };
     if let Err(reject) = result {
         report(ctx, topic, reject);
@@ -364,6 +379,30 @@ async fn on_result(ctx: &Ctx, site: &str, payload: &[u8]) -> Result<(), Reject> 
     Ok(())
 }
 
+/// Answers an authorization request in a task of its own: the site's batches are not
+/// held up while an eMSP thinks.
+fn on_auth(ctx: &Ctx, site: &str, payload: &[u8]) -> Result<(), Reject> {
+    let req = ingest::parse_auth_request(site, payload)?;
+    let (client, ocpi) = (ctx.client.clone(), ctx.authorizer.get().cloned());
+    let site = site.to_owned();
+    tokio::spawn(async move {
+        let answer = match &ocpi {
+            Some(state) => crate::ocpi::realtime::authorize_for_site(state, &req).await,
+            None => crate::ocpi::realtime::unknown(&req, "hub: OCPI is off"),
+        };
+        tracing::info!(site, id_tag = req.id_tag, verdict = ?answer.verdict, source = ?answer.source, "authorization request answered");
+        match serde_json::to_vec(&answer) {
+            Ok(payload) => {
+                if let Err(e) = client.publish(Topic::AuthAnswers.of(&site), QoS::AtLeastOnce, false, payload).await {
+                    tracing::warn!(site, error = %e, "cannot publish an authorization answer; the site falls back");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot serialise an authorization answer"),
+        }
+    });
+    Ok(())
+}
+
 async fn on_status(ctx: &Ctx, site: &str, payload: &[u8]) -> Result<(), Reject> {
     if payload.is_empty() {
         // A retained status being cleared.
@@ -422,7 +461,8 @@ mod tests {
                 "sitepilot/v1/+/up/events",
                 "sitepilot/v1/+/up/hello",
                 "sitepilot/v1/+/up/status",
-                "sitepilot/v1/+/up/results"
+                "sitepilot/v1/+/up/results",
+                "sitepilot/v1/+/up/auth"
             ]
         );
         s.share_group = Some("hub".into());

@@ -688,7 +688,7 @@ async fn an_unreachable_emsp_blocks_nothing() {
     }
     let r = hub.ocpi_get("/ocpi/2.2.1/locations/depot", &token).await;
     assert_eq!(r.body["data"]["evses"][0]["status"], "CHARGING");
-    let r = hub.ocpi_get("/ocpi/2.2.1/sessions", &token).await;
+    let r = hub.ocpi_get("/ocpi/2.2.1/no-such-module", &token).await;
     assert_eq!((r.http, r.code()), (404, Some(2000)));
     hub.running.shutdown().await;
 }

@@ -302,6 +302,43 @@ pub fn authorize(
     Ok(result)
 }
 
+/// Whether the hub should be asked about `id_tag` (real-time authorization): it is not in
+/// the local list, and the cache has no answer for it younger than `max_age`.
+pub fn needs_online_authorization(
+    conn: &Connection,
+    id_tag: &str,
+    max_age: chrono::Duration,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let listed: i64 =
+        conn.prepare_cached("SELECT count(*) FROM id_tags WHERE id_tag = ?1")?.query_row([id_tag], |r| r.get(0))?;
+    if listed > 0 {
+        return Ok(false);
+    }
+    let cached: Option<String> = conn
+        .prepare_cached("SELECT updated_at FROM auth_cache WHERE id_tag = ?1")?
+        .query_row([id_tag], |r| r.get(0))
+        .optional()?;
+    Ok(cached.as_deref().and_then(crate::store::parse_ts).is_none_or(|at| now - at >= max_age))
+}
+
+/// Keeps an online authority's answer for `id_tag` (the hub's) for offline use.
+pub fn cache_authorization(
+    conn: &Connection,
+    id_tag: &str,
+    status: AuthorizationStatus,
+    expiry: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO auth_cache (id_tag, status, expiry, parent_id_tag, updated_at) VALUES (?1, ?2, ?3, NULL, ?4)
+         ON CONFLICT (id_tag) DO UPDATE SET status = excluded.status, expiry = excluded.expiry,
+             updated_at = excluded.updated_at",
+    )?
+    .execute(params![id_tag, status.as_str(), expiry.map(ts), ts(now)])?;
+    Ok(())
+}
+
 /// A StartTransaction, version-neutral.
 #[derive(Debug, Clone)]
 pub struct StartReport {
@@ -886,5 +923,25 @@ mod tests {
         assert_eq!(status("NOPE", &accept_all()), AuthorizationStatus::Accepted);
         start(&c, 1, "OK", 0, "2026-01-01T00:00:00Z");
         assert_eq!(status("OK", &reject), AuthorizationStatus::ConcurrentTx);
+    }
+
+    #[test]
+    fn the_hub_is_asked_only_about_tags_without_a_fresh_answer() {
+        let c = db();
+        c.execute_batch("INSERT INTO id_tags VALUES ('LISTED', 'Accepted', NULL, NULL, 'config');").expect("seed");
+        let hour = chrono::Duration::hours(1);
+        let now = t("2026-01-01T12:00:00Z");
+        let ask = |tag: &str, at| needs_online_authorization(&c, tag, hour, at).expect("query");
+        assert!(!ask("LISTED", now), "the local list answers");
+        assert!(ask("ROAMING", now), "unknown: ask");
+        cache_authorization(&c, "ROAMING", AuthorizationStatus::Accepted, None, now).expect("cache");
+        assert!(!ask("ROAMING", now + chrono::Duration::minutes(59)), "a fresh answer is used");
+        assert!(ask("ROAMING", now + hour), "a stale answer is asked again");
+        // Offline the cached answer decides, whatever its age.
+        let reject = AuthorizationConfig::default();
+        let later = now + chrono::Duration::days(3);
+        assert_eq!(authorize(&c, "ROAMING", &reject, true, later).expect("auth").status, AuthorizationStatus::Accepted);
+        cache_authorization(&c, "ROAMING", AuthorizationStatus::Blocked, None, later).expect("cache");
+        assert_eq!(authorize(&c, "ROAMING", &reject, true, later).expect("auth").status, AuthorizationStatus::Blocked);
     }
 }

@@ -16,8 +16,8 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 use shared_model::events::SiteEvent;
 use shared_model::sync::{
-    Ack, Command, CommandEnvelope, CommandOutcome, CommandResult, EventBatch, Hello, LocalListEntry, PROTOCOL_VERSION,
-    Status, Topic,
+    Ack, AuthAnswer, AuthRequest, AuthVerdict, Command, CommandEnvelope, CommandOutcome, CommandResult, EventBatch,
+    Hello, LocalListEntry, PROTOCOL_VERSION, Status, Topic,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -185,6 +185,10 @@ struct HubState {
     hellos: Vec<Hello>,
     statuses: Vec<bool>,
     results: Vec<CommandResult>,
+    /// Authorization requests received.
+    auth_requests: Vec<AuthRequest>,
+    /// The verdict to answer them with; `None`: silent, like a hub that predates `up/auth`.
+    auth_verdict: Option<AuthVerdict>,
 }
 
 /// A hub written for the tests: applies batches in order, acks cumulatively.
@@ -262,7 +266,26 @@ impl Hub {
                 st.results.push(serde_json::from_slice(payload).unwrap());
                 return;
             }
-            Topic::Acks | Topic::Commands => return,
+            Topic::AuthRequests => {
+                let req: AuthRequest = serde_json::from_slice(payload).unwrap();
+                if let Some(verdict) = st.auth_verdict {
+                    let answer = AuthAnswer {
+                        v: PROTOCOL_VERSION,
+                        site_id: site.to_owned(),
+                        request_id: req.request_id.clone(),
+                        id_tag: req.id_tag.clone(),
+                        verdict,
+                        expiry: None,
+                        source: Some("test hub".into()),
+                        at: Utc::now(),
+                    };
+                    let payload = serde_json::to_vec(&answer).unwrap();
+                    client.try_publish(Topic::AuthAnswers.of(site), QoS::AtLeastOnce, false, payload).unwrap();
+                }
+                st.auth_requests.push(req);
+                return;
+            }
+            Topic::Acks | Topic::Commands | Topic::AuthAnswers => return,
         }
         if !st.hold {
             Hub::ack(client, site, st.applied_through);
@@ -863,6 +886,127 @@ async fn an_expired_or_interrupted_command_is_answered_and_never_run() {
     let limits = &hub.results_of("cmd-limits")[0];
     assert_eq!(limits.outcome, CommandOutcome::Rejected);
     assert!(limits.detail["reason"].as_str().unwrap().contains("balancing is off"), "{limits:?}");
+    agent.running.shutdown().await;
+}
+
+/// A charger that boots and sends Authorize CALLs; each answer's idTagInfo status.
+struct AuthorizingCharger {
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+}
+
+impl AuthorizingCharger {
+    async fn connect(ocpp_url: &str, id: &str) -> AuthorizingCharger {
+        let mut request = format!("{ocpp_url}/{id}").into_client_request().unwrap();
+        request.headers_mut().insert("Sec-WebSocket-Protocol", "ocpp1.6".parse().unwrap());
+        let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let mut cp = AuthorizingCharger { ws, next_id: 0 };
+        let boot = cp.call("BootNotification", json!({"chargePointVendor": "Test", "chargePointModel": "T1"})).await;
+        assert_eq!(boot["status"], "Accepted", "{boot}");
+        cp
+    }
+
+    async fn call(&mut self, action: &str, payload: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id.to_string();
+        self.ws.send(Message::text(json!([2, id, action, payload]).to_string())).await.unwrap();
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next()).await.expect("an answer").unwrap().unwrap();
+            let Message::Text(text) = msg else { continue };
+            let frame: Value = serde_json::from_str(&text).unwrap();
+            if frame[0] == 3 && frame[1] == id.as_str() {
+                return frame[2].clone();
+            }
+        }
+    }
+
+    async fn authorize(&mut self, id_tag: &str) -> String {
+        let answer = self.call("Authorize", json!({ "idTag": id_tag })).await;
+        answer["idTagInfo"]["status"].as_str().unwrap().to_owned()
+    }
+}
+
+async fn cached(agent: &Agent, id_tag: &str) -> Option<String> {
+    let tag = id_tag.to_owned();
+    agent
+        .running
+        .shared
+        .store
+        .read(move |c| {
+            Ok(c.query_row("SELECT status FROM auth_cache WHERE id_tag = ?1", [tag], |r| r.get::<_, String>(0)).ok())
+        })
+        .await
+        .unwrap()
+}
+
+/// An id tag the site does not know is asked of the hub; a hub that does not answer (an
+/// older one) leaves the decision to the site's policy after `auth_timeout_ms`, and
+/// nothing is cached. Tags of the local list are never asked about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_that_does_not_answer_leaves_unknown_tags_to_the_local_policy() {
+    let broker = embedded_broker().await;
+    let site = site_id();
+    let hub = Hub::start(broker, &site).await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "auth_timeout_ms = 300\n\n[[authorization.tags]]\nid_tag = \"LOCAL\"\nstatus = \"Accepted\"\n";
+    let agent = Agent::start(&config_text(&db_path(&dir), &site, broker, extra)).await;
+    agent.wait_view("connected", |v| v["connected"] == true).await;
+    let mut cp = AuthorizingCharger::connect(&agent.running.ocpp_url(), "CP-1").await;
+    assert_eq!(cp.authorize("ROAMING-1").await, "Invalid", "the default policy rejects unknown tags");
+    let asked = hub.with(|s| s.auth_requests.clone());
+    assert_eq!(asked.len(), 1);
+    assert_eq!(
+        (asked[0].id_tag.as_str(), asked[0].station.as_deref(), asked[0].site_id.as_str()),
+        ("ROAMING-1", Some("CP-1"), site.as_str())
+    );
+    assert_eq!(cached(&agent, "ROAMING-1").await, None, "no answer, nothing cached");
+    assert_eq!(cp.authorize("LOCAL").await, "Accepted");
+    assert_eq!(hub.with(|s| s.auth_requests.len()), 1, "the local list answers by itself");
+    agent.running.shutdown().await;
+}
+
+/// The hub's verdict is cached: used while fresh, asked again when stale (and used when
+/// the hub then stays silent, as offline), replaced by a newer verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hubs_verdict_is_cached_for_offline_use() {
+    let broker = embedded_broker().await;
+    let site = site_id();
+    let hub = Hub::start(broker, &site).await;
+    hub.state.lock().unwrap().auth_verdict = Some(AuthVerdict::Accepted);
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&config_text(&db_path(&dir), &site, broker, "auth_timeout_ms = 300\n")).await;
+    agent.wait_view("connected", |v| v["connected"] == true).await;
+    let mut cp = AuthorizingCharger::connect(&agent.running.ocpp_url(), "CP-1").await;
+    assert_eq!(cp.authorize("ROAMING-2").await, "Accepted", "the hub's verdict");
+    assert_eq!(cached(&agent, "ROAMING-2").await.as_deref(), Some("Accepted"));
+    // Fresh (auth_refresh_s = 3600): not asked again.
+    assert_eq!(cp.authorize("ROAMING-2").await, "Accepted");
+    assert_eq!(hub.with(|s| s.auth_requests.len()), 1);
+    // StartTransaction names the connector: asked with the EVSE, for a new tag.
+    hub.state.lock().unwrap().auth_verdict = Some(AuthVerdict::Blocked);
+    let start = cp
+        .call(
+            "StartTransaction",
+            json!({"connectorId": 1, "idTag": "ROAMING-3", "meterStart": 0, "timestamp": Utc::now().to_rfc3339()}),
+        )
+        .await;
+    assert_eq!(start["idTagInfo"]["status"], "Blocked", "{start}");
+    let last = hub.with(|s| s.auth_requests.last().cloned().unwrap());
+    assert_eq!((last.id_tag.as_str(), last.evse), ("ROAMING-3", Some(1)));
+    agent.running.shutdown().await;
+
+    // The same site with answers that go stale at once; the hub then goes silent.
+    let text = config_text(&db_path(&dir), &site, broker, "auth_timeout_ms = 300\nauth_refresh_s = 0\n");
+    let agent = Agent::start(&text).await;
+    agent.wait_view("connected", |v| v["connected"] == true).await;
+    let mut cp = AuthorizingCharger::connect(&agent.running.ocpp_url(), "CP-1").await;
+    hub.state.lock().unwrap().auth_verdict = None;
+    let before = hub.with(|s| s.auth_requests.len());
+    assert_eq!(cp.authorize("ROAMING-2").await, "Accepted", "no answer: the cached verdict holds");
+    assert_eq!(hub.with(|s| s.auth_requests.len()), before + 1, "asked again (stale)");
+    hub.state.lock().unwrap().auth_verdict = Some(AuthVerdict::Blocked);
+    assert_eq!(cp.authorize("ROAMING-2").await, "Blocked", "a newer verdict replaces it");
+    assert_eq!(cached(&agent, "ROAMING-2").await.as_deref(), Some("Blocked"));
     agent.running.shutdown().await;
 }
 

@@ -11,6 +11,8 @@
 //! | `down/commands` | hub → edge | [`CommandEnvelope`] | 1 |
 //! | `up/results` | edge → hub | [`CommandResult`] | 1 |
 //! | `up/status` | edge → hub, retained, and the edge's last will | [`Status`] | 1 |
+//! | `up/auth` | edge → hub: may this id tag charge? | [`AuthRequest`] | 1 |
+//! | `down/auth` | hub → edge | [`AuthAnswer`] | 1 |
 //!
 //! Exactly once in effect: the edge numbers its events with a gapless per-site `seq`
 //! and deletes them only after an [`Ack`] covers them; the hub applies `(site_id, seq)` at
@@ -44,11 +46,23 @@ pub enum Topic {
     Commands,
     Results,
     Status,
+    /// Real-time authorization requests of a site (edge → hub).
+    AuthRequests,
+    /// Their answers (hub → edge).
+    AuthAnswers,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 6] =
-        [Topic::Hello, Topic::Events, Topic::Acks, Topic::Commands, Topic::Results, Topic::Status];
+    pub const ALL: [Topic; 8] = [
+        Topic::Hello,
+        Topic::Events,
+        Topic::Acks,
+        Topic::Commands,
+        Topic::Results,
+        Topic::Status,
+        Topic::AuthRequests,
+        Topic::AuthAnswers,
+    ];
 
     /// The part after `sitepilot/v1/{site_id}/`.
     pub fn suffix(self) -> &'static str {
@@ -59,6 +73,8 @@ impl Topic {
             Topic::Commands => "down/commands",
             Topic::Results => "up/results",
             Topic::Status => "up/status",
+            Topic::AuthRequests => "up/auth",
+            Topic::AuthAnswers => "down/auth",
         }
     }
 
@@ -403,6 +419,55 @@ pub struct Status {
     pub at: DateTime<Utc>,
 }
 
+/// The edge asks whether an id tag it does not know may charge (a charger sent Authorize
+/// or StartTransaction with it). Not stored anywhere on the way: an edge that gets no
+/// answer within its timeout (an older hub, or one that cannot tell) applies its own
+/// policy, so the request is only worth answering while the edge still waits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuthRequest {
+    pub v: u32,
+    pub site_id: String,
+    /// Unique (a UUID); the answer carries it back.
+    pub request_id: String,
+    pub id_tag: String,
+    /// The charger that asks, and its EVSE when known (StartTransaction names a connector).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub station: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evse: Option<u32>,
+    pub at: DateTime<Utc>,
+}
+
+/// The hub's verdict on an id tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthVerdict {
+    Accepted,
+    Blocked,
+    Expired,
+    Invalid,
+    /// The hub cannot tell (no authority knows the tag, or it could not be reached): the
+    /// edge applies its own policy and caches nothing.
+    Unknown,
+}
+
+/// The answer to an [`AuthRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuthAnswer {
+    pub v: u32,
+    pub site_id: String,
+    pub request_id: String,
+    pub id_tag: String,
+    pub verdict: AuthVerdict,
+    /// After this the tag is expired (OCPP idTagInfo expiryDate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry: Option<DateTime<Utc>>,
+    /// Who decided, for logs: e.g. `ocpi:emsp-one:realtime`, `ocpi:emsp-one:whitelist`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,6 +485,8 @@ mod tests {
         }
         assert_eq!(Topic::Events.all_sites(), "sitepilot/v1/+/up/events");
         assert!(Topic::Events.is_up() && !Topic::Acks.is_up());
+        assert!(Topic::AuthRequests.is_up() && !Topic::AuthAnswers.is_up());
+        assert_eq!(Topic::AuthAnswers.of("s"), "sitepilot/v1/s/down/auth");
         assert_eq!(Topic::parse("sitepilot/v1/+/up/events"), None);
         assert_eq!(Topic::parse("sitepilot/v1/a/b/up/events"), None);
         assert_eq!(Topic::parse("sitepilot/v2/a/up/events"), None);
@@ -494,5 +561,24 @@ mod tests {
         assert_eq!(absolute.limit_at(t0, s(150)), None, "before the first period");
         assert_eq!(absolute.limit_at(t0, s(160)), Some(4000.0));
         assert_eq!(absolute.limit_at(t0, s(100_000)), Some(4000.0), "the last period lasts");
+    }
+
+    #[test]
+    fn auth_messages_round_trip_and_ignore_unknown_fields() {
+        let text = r#"{"v":1,"site_id":"s","request_id":"r1","id_tag":"T","verdict":"accepted","at":"2026-11-21T12:00:00Z","new":1}"#;
+        let a: AuthAnswer = serde_json::from_str(text).expect("answer parses");
+        assert_eq!((a.verdict, a.expiry, a.source), (AuthVerdict::Accepted, None, None));
+        let r = AuthRequest {
+            v: PROTOCOL_VERSION,
+            site_id: "s".into(),
+            request_id: "r1".into(),
+            id_tag: "T".into(),
+            station: Some("CP-1".into()),
+            evse: None,
+            at: Utc::now(),
+        };
+        let json = serde_json::to_value(&r).expect("json");
+        assert!(json.get("evse").is_none());
+        assert_eq!(serde_json::from_value::<AuthRequest>(json).expect("parses"), r);
     }
 }

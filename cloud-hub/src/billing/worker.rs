@@ -169,7 +169,9 @@ enum Billed {
     Raced,
 }
 
-async fn samples(store: &Store, s: &FinishedSession) -> Result<Vec<(DateTime<Utc>, String, f64)>, DbError> {
+/// The register and power samples of a session, oldest first (what [`cdr::build_session`]
+/// takes).
+pub(crate) async fn samples(store: &Store, s: &FinishedSession) -> Result<Vec<(DateTime<Utc>, String, f64)>, DbError> {
     let rows = store
         .fetch(
             "SELECT ts, measurand, value_num FROM meter_samples \

@@ -81,6 +81,22 @@ impl Client {
         route: &Route,
         body: Option<&Value>,
     ) -> Result<Option<T>, ClientError> {
+        let text = body.map(Value::to_string);
+        self.call_text(method, url, token, raw_token, route, text.as_deref()).await.map(|(data, _)| data)
+    }
+
+    /// One request whose body is JSON text already (objects holding money are kept as
+    /// text, never through a float); the envelope's `data` as `T` when the status code is
+    /// 1000, and the answer's headers (a CDR POST is answered with a `Location`).
+    pub async fn call_text<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: &str,
+        token: &str,
+        raw_token: bool,
+        route: &Route,
+        body: Option<&str>,
+    ) -> Result<(Option<T>, reqwest::header::HeaderMap), ClientError> {
         let request_id = uuid::Uuid::new_v4().to_string();
         let mut req = self
             .http
@@ -95,11 +111,12 @@ impl Client {
             req = req.header(OCPI_TO_COUNTRY, cc).header(OCPI_TO_PARTY, pid);
         }
         if let Some(body) = body {
-            req = req.json(body);
+            req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.to_owned());
         }
         let res =
             req.send().await.map_err(|e| ClientError::Unreachable { url: url.to_owned(), reason: e.to_string() })?;
         let http = res.status().as_u16();
+        let headers = res.headers().clone();
         let text =
             res.text().await.map_err(|e| ClientError::Unreachable { url: url.to_owned(), reason: e.to_string() })?;
         let envelope: Envelope<Value> = serde_json::from_str(&text).map_err(|e| ClientError::Garbage {
@@ -114,13 +131,14 @@ impl Client {
                 message: envelope.status_message.unwrap_or_default(),
             });
         }
-        match envelope.data {
-            None | Some(Value::Null) => Ok(None),
-            Some(data) => serde_json::from_value(data).map(Some).map_err(|e| ClientError::Garbage {
+        let data = match envelope.data {
+            None | Some(Value::Null) => None,
+            Some(data) => Some(serde_json::from_value(data).map_err(|e| ClientError::Garbage {
                 url: url.to_owned(),
                 reason: format!("the data is not what was asked for: {e}"),
-            }),
-        }
+            })?),
+        };
+        Ok((data, headers))
     }
 
     /// `GET versions`, then the details of [`VERSION`]: `(version URL, details)`.

@@ -12,6 +12,8 @@
 //! rotation_grace_s = 300
 //! command_timeout_s = 60
 //! raw_token_partners = ["old-emsp"]
+//! push_retry_max_ms = 30000
+//! realtime_auth_timeout_ms = 1500
 //! [ocpi.token_a]
 //! emsp-one = "a-long-random-token-given-to-emsp-one"
 //! ```
@@ -54,6 +56,21 @@ pub struct OcpiConfig {
     pub token_a: BTreeMap<String, String>,
     /// Partners (by name) whose tokens travel raw, not base64 (OCPI 2.1-era peers).
     pub raw_token_partners: Vec<String>,
+    /// A failed push (or CDR POST) is tried again after this many milliseconds, the wait
+    /// doubling up to `push_retry_max_ms` (50 to 60000).
+    pub push_retry_min_ms: u64,
+    /// The longest wait between two tries of a push (`push_retry_min_ms` to 3600000).
+    pub push_retry_max_ms: u64,
+    /// The currency of a session at a site without a tariff (ISO 4217, three letters).
+    pub default_currency: String,
+    /// How long a site's real-time authorization waits for an eMSP's answer before the
+    /// hub answers without it, milliseconds (100 to 30000). Keep it below the edges'
+    /// `sync.auth_timeout_ms`.
+    pub realtime_auth_timeout_ms: u64,
+    /// An id tag no partner pushed as a token is asked of every registered eMSP with a
+    /// tokens Sender endpoint (real-time authorization); false: such a tag is unknown to
+    /// the hub and the site applies its own policy.
+    pub authorize_unknown_tokens: bool,
 }
 
 impl Default for OcpiConfig {
@@ -71,6 +88,11 @@ impl Default for OcpiConfig {
             command_timeout_s: 60,
             token_a: BTreeMap::new(),
             raw_token_partners: Vec::new(),
+            push_retry_min_ms: 500,
+            push_retry_max_ms: 30_000,
+            default_currency: "EUR".to_owned(),
+            realtime_auth_timeout_ms: 1500,
+            authorize_unknown_tokens: true,
         }
     }
 }
@@ -122,6 +144,26 @@ pub fn validate(c: &OcpiConfig, err: &mut dyn FnMut(&str, &str, String)) {
             err("ocpi.token_a", name, "the token must be 16 to 255 printable ASCII characters without spaces".into());
         }
     }
+    if !(50..=60_000).contains(&c.push_retry_min_ms) {
+        err("ocpi", "push_retry_min_ms", format!("{} ms: use 50 to 60000", c.push_retry_min_ms));
+    }
+    if c.push_retry_max_ms < c.push_retry_min_ms || c.push_retry_max_ms > 3_600_000 {
+        err(
+            "ocpi",
+            "push_retry_max_ms",
+            format!("{} ms: use push_retry_min_ms ({} ms) to 3600000", c.push_retry_max_ms, c.push_retry_min_ms),
+        );
+    }
+    if c.default_currency.len() != 3 || !c.default_currency.chars().all(|ch| ch.is_ascii_uppercase()) {
+        err(
+            "ocpi",
+            "default_currency",
+            format!("{:?}: use three upper-case letters (ISO 4217, e.g. \"EUR\")", c.default_currency),
+        );
+    }
+    if !(100..=30_000).contains(&c.realtime_auth_timeout_ms) {
+        err("ocpi", "realtime_auth_timeout_ms", format!("{} ms: use 100 to 30000", c.realtime_auth_timeout_ms));
+    }
     for name in &c.raw_token_partners {
         if !is_valid_partner_name(name) {
             err("ocpi", "raw_token_partners", format!("{name:?} is not a partner name"));
@@ -137,12 +179,17 @@ mod tests {
     #[test]
     fn ocpi_errors_name_key_and_line() {
         let text = "[ocpi]\nenabled = true\ncountry_code = \"de\"\nparty_id = \"TOOLONG\"\nmax_page_limit = 0\n\
-                    [ocpi.token_a]\nemsp = \"short\"\n";
+                    push_retry_max_ms = 10\ndefault_currency = \"euro\"\n[ocpi.token_a]\nemsp = \"short\"\n";
         let e = Config::parse(Path::new("hub.toml"), text).expect_err("invalid");
         let found: Vec<_> = e.0.iter().map(|e| (e.key.clone().unwrap_or_default(), e.line)).collect();
-        for (key, line) in
-            [("ocpi.country_code", 3), ("ocpi.party_id", 4), ("ocpi.max_page_limit", 5), ("ocpi.token_a.emsp", 7)]
-        {
+        for (key, line) in [
+            ("ocpi.country_code", 3),
+            ("ocpi.party_id", 4),
+            ("ocpi.max_page_limit", 5),
+            ("ocpi.push_retry_max_ms", 6),
+            ("ocpi.default_currency", 7),
+            ("ocpi.token_a.emsp", 9),
+        ] {
             assert!(found.contains(&(key.to_owned(), Some(line))), "{key} at {line} not in {found:?}");
         }
     }

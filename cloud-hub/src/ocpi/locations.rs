@@ -333,18 +333,15 @@ pub async fn refresh(state: &OcpiState) -> Result<usize, DbError> {
     for row in &dirty {
         let Some(site) = row.text(0) else { continue };
         let changes = refresh_site(&state.store, &state.settings, site).await?;
-        if state.settings.push && !changes.is_empty() {
-            state.push.send(changes);
-        }
+        state.push.send(changes).await?;
     }
     let tariffs = super::tariffs::scan(state).await?;
-    if state.settings.push && !tariffs.is_empty() {
-        state.push.send_tariffs(tariffs);
-    }
+    state.push.send_tariffs(tariffs).await?;
     Ok(dirty.len())
 }
 
-/// Refreshes every `refresh_interval` until aborted.
+/// Refreshes the locations (and tariffs), then the sessions and CDRs
+/// ([`super::sessions::refresh`]), every `refresh_interval` until aborted.
 pub async fn refresh_loop(state: OcpiState) {
     let mut tick = tokio::time::interval(state.settings.refresh_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -352,6 +349,9 @@ pub async fn refresh_loop(state: OcpiState) {
         tick.tick().await;
         if let Err(e) = refresh(&state).await {
             tracing::warn!(error = %e, "OCPI: cannot refresh the locations");
+        }
+        if let Err(e) = super::sessions::refresh(&state).await {
+            tracing::warn!(error = %e, "OCPI: cannot refresh the sessions and CDRs");
         }
     }
 }

@@ -14,16 +14,25 @@
 //!   changed.
 //! - [`tokens`]: Receiver of the eMSPs' tokens, and the client of their real-time
 //!   authorization.
+//! - [`realtime`]: a site's question "may this id tag charge?" (sync protocol `up/auth`)
+//!   answered from the pushed tokens or the eMSPs' real-time authorization.
+//! - [`sessions`]: Sender. The sessions of partners' tokens at published sites as OCPI
+//!   Sessions (PUT when new, PATCH as they progress); `charging_preferences` answered
+//!   `NOT_POSSIBLE`.
+//! - [`cdrs`]: Sender. Billing's CDRs (debits and credits) of those sessions as OCPI
+//!   CDRs, each POSTed to its partner once.
 //! - [`commands`]: Receiver of the eMSPs' commands (START_SESSION, STOP_SESSION,
 //!   RESERVE_NOW, CANCEL_RESERVATION, UNLOCK_CONNECTOR), sent down to the sites, with
 //!   their asynchronous results POSTed back; [`chargingprofiles`]: Receiver of charging
 //!   profiles on sessions, the same way.
+//! - [`push`]: the durable outbox every push and CDR POST goes through.
 //! - [`client`]: calls to partners.
 //!
 //! More modules come as files of their own next to these: a handler file, a row in
 //! [`details`], a route in [`router`].
 
 pub mod admin;
+pub mod cdrs;
 pub mod chargingprofiles;
 pub mod client;
 pub mod commands;
@@ -32,6 +41,8 @@ pub mod credentials;
 pub mod locations;
 pub mod partners;
 pub mod push;
+pub mod realtime;
+pub mod sessions;
 pub mod tariffs;
 pub mod tokens;
 pub mod transport;
@@ -68,6 +79,15 @@ pub struct Settings {
     pub refresh_interval: Duration,
     /// The `timeout` of commands and charging profile requests, seconds.
     pub command_timeout_s: u32,
+    /// The first wait before a failed push is tried again, and the longest one.
+    pub push_retry_min: Duration,
+    pub push_retry_max: Duration,
+    /// The currency of a session at a site without a tariff.
+    pub default_currency: String,
+    /// How long a site's authorization request waits for an eMSP.
+    pub realtime_auth_timeout: Duration,
+    /// Ask every eMSP about an id tag none pushed.
+    pub authorize_unknown_tokens: bool,
 }
 
 impl Settings {
@@ -84,6 +104,11 @@ impl Settings {
             max_page_limit: u64::from(c.max_page_limit),
             refresh_interval: Duration::from_millis(c.refresh_interval_ms),
             command_timeout_s: c.command_timeout_s,
+            push_retry_min: Duration::from_millis(c.push_retry_min_ms),
+            push_retry_max: Duration::from_millis(c.push_retry_max_ms),
+            default_currency: c.default_currency.clone(),
+            realtime_auth_timeout: Duration::from_millis(c.realtime_auth_timeout_ms),
+            authorize_unknown_tokens: c.authorize_unknown_tokens,
         }
     }
 
@@ -109,6 +134,7 @@ pub struct OcpiState {
     pub client: client::Client,
     pub locations: Arc<locations::Refresher>,
     pub tariffs_seen: Arc<tariffs::Seen>,
+    pub sessions: Arc<sessions::Refresher>,
     pub push: push::PushHandle,
     /// Where commands to sites are published (`None`: they go out at the sites' next
     /// hello).
@@ -124,8 +150,8 @@ pub struct Caller {
     pub token: String,
 }
 
-/// The OCPI background work of a running hub: the location refresher (which feeds the
-/// pushes) and the push queue.
+/// The OCPI background work of a running hub: the refresher of locations, tariffs,
+/// sessions and CDRs (which feeds the pushes) and the delivery of the outbox.
 pub struct Service {
     pub state: OcpiState,
     refresher: tokio::task::JoinHandle<()>,
@@ -152,6 +178,7 @@ impl Service {
             client,
             locations: Arc::new(locations::Refresher::default()),
             tariffs_seen: Arc::new(tariffs::Seen::default()),
+            sessions: Arc::new(sessions::Refresher::default()),
             push,
             mqtt,
         };
@@ -160,8 +187,8 @@ impl Service {
         Ok(Service { state, refresher, commands })
     }
 
-    /// Stops the refresher and the pushes (pushes not yet delivered are dropped: a
-    /// partner catches up by crawling with `date_from`).
+    /// Stops the refresher and the delivery (what is not delivered stays in the outbox
+    /// for the next start).
     pub async fn stop(self) {
         self.refresher.abort();
         let _ = self.refresher.await;
@@ -194,6 +221,12 @@ pub fn router(state: OcpiState) -> Router {
             get(locations::get_connector),
         )
         .route(&format!("/ocpi/{VERSION}/tariffs"), get(tariffs::list))
+        .route(&format!("/ocpi/{VERSION}/sessions"), get(sessions::list))
+        .route(
+            &format!("/ocpi/{VERSION}/sessions/{{session_id}}/charging_preferences"),
+            axum::routing::put(sessions::charging_preferences),
+        )
+        .route(&format!("/ocpi/{VERSION}/cdrs"), get(cdrs::list))
         .route(
             &format!("/ocpi/{VERSION}/tokens/{{country_code}}/{{party_id}}/{{token_uid}}"),
             get(tokens::get).put(tokens::put).patch(tokens::patch),
@@ -229,6 +262,8 @@ pub fn details(s: &Settings) -> VersionDetails {
             e("credentials", "RECEIVER", "credentials"),
             e("locations", "SENDER", "locations"),
             e("tariffs", "SENDER", "tariffs"),
+            e("sessions", "SENDER", "sessions"),
+            e("cdrs", "SENDER", "cdrs"),
             e("tokens", "RECEIVER", "tokens"),
             e("commands", "RECEIVER", "commands"),
             e("chargingprofiles", "RECEIVER", "chargingprofiles"),

@@ -26,6 +26,17 @@ pub async fn handle_call(ctx: &ConnCtx, call: Call) -> Frame {
         let msg = format!("charge point is {}: send BootNotification and wait to be accepted", registration.as_str());
         return error(ctx, call, ErrorCode::SecurityError, msg).await;
     }
+    if call.action == AuthorizeRequest::ACTION || call.action == StartTransactionRequest::ACTION {
+        // An id tag the site does not know: the hub may (real-time authorization through
+        // the roaming partners); its verdict lands in the cache the handler reads.
+        let id_tag = call.payload.get("idTag").and_then(serde_json::Value::as_str);
+        // Only a well-formed idTag (CiString20); anything else gets its CALLERROR below.
+        if let Some(id_tag) = id_tag.filter(|t| (1..=20).contains(&t.len())) {
+            let evse = call.payload.get("connectorId").and_then(serde_json::Value::as_u64);
+            let evse = evse.and_then(|c| u32::try_from(c).ok()).filter(|c| *c > 0);
+            crate::sync::realtime::consult_hub(&ctx.shared, ctx.station.as_str(), id_tag, evse).await;
+        }
+    }
     match call.action.as_str() {
         BootNotificationRequest::ACTION => handle::<BootNotificationRequest, _>(ctx, call, boot).await,
         HeartbeatRequest::ACTION => handle::<HeartbeatRequest, _>(ctx, call, heartbeat).await,

@@ -54,6 +54,17 @@ pub struct SyncConfig {
     /// Alarm when more events than this wait in the outbox.
     #[serde(default = "default_max_outbox_rows")]
     pub max_outbox_rows: u64,
+    /// An id tag in neither the local list nor the authorization cache is asked of the hub
+    /// (real-time authorization, e.g. a roaming partner's card) while connected; the
+    /// charger's answer waits at most this long for the hub, then the
+    /// `[authorization] unknown_id_tags` policy decides (an older hub never answers).
+    /// 0: never ask.
+    #[serde(default = "default_auth_timeout_ms")]
+    pub auth_timeout_ms: u64,
+    /// A cached answer of the hub older than this is asked again while connected (and
+    /// still used when the hub does not answer).
+    #[serde(default = "default_auth_refresh_s")]
+    pub auth_refresh_s: u64,
 }
 
 fn default_batch_size() -> usize {
@@ -85,6 +96,12 @@ fn default_retention_days() -> u32 {
 }
 fn default_max_outbox_rows() -> u64 {
     1_000_000
+}
+fn default_auth_timeout_ms() -> u64 {
+    2000
+}
+fn default_auth_refresh_s() -> u64 {
+    3600
 }
 
 /// Where the broker is.
@@ -164,6 +181,11 @@ impl SyncConfig {
         Duration::from_millis(self.poll_interval_ms)
     }
 
+    /// How long to wait for the hub's authorization answer (`None`: never ask).
+    pub fn auth_timeout(&self) -> Option<Duration> {
+        (self.auth_timeout_ms > 0).then(|| Duration::from_millis(self.auth_timeout_ms))
+    }
+
     /// Checks every key; errors name the file, line and key.
     pub fn validate(&self, path: &Path, text: &str) -> Vec<ConfigError> {
         let mut errors = Vec::new();
@@ -201,6 +223,10 @@ impl SyncConfig {
         range("reconnect_max_s", self.reconnect_max_s, 1, 3600, " s");
         range("retention_days", u64::from(self.retention_days), 1, 3650, " days");
         range("max_outbox_rows", self.max_outbox_rows, 1, 1_000_000_000, "");
+        if self.auth_timeout_ms != 0 {
+            range("auth_timeout_ms", self.auth_timeout_ms, 100, 30_000, " ms (or 0: never ask the hub)");
+        }
+        range("auth_refresh_s", self.auth_refresh_s, 0, 31_536_000, " s");
         if self.reconnect_max_s.saturating_mul(1000) < self.reconnect_min_ms {
             err("reconnect_max_s", format!("must be at least reconnect_min_ms ({} ms)", self.reconnect_min_ms));
         }
@@ -231,6 +257,11 @@ mod tests {
         assert_eq!((s.batch_size, s.max_inflight_batches, s.keepalive_s), (500, 4, 30));
         assert_eq!((s.retention_days, s.max_outbox_rows), (7, 1_000_000));
         assert_eq!(s.username, None);
+        assert_eq!((s.auth_timeout(), s.auth_refresh_s), (Some(Duration::from_secs(2)), 3600));
+        let off = parse("broker = \"mqtt://127.0.0.1:1883\"\nauth_timeout_ms = 0\n").expect("valid");
+        assert_eq!(off.sync.expect("sync on").auth_timeout(), None);
+        let e = parse("broker = \"mqtt://127.0.0.1:1883\"\nauth_timeout_ms = 50\n").expect_err("too short");
+        assert!(e.to_string().contains("sync.auth_timeout_ms"), "{e}");
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! deletes rows only when an [`Ack`] from the hub covers them (the rules are in
 //! [`outflow`]); it executes the hub's commands at most once ([`commands`]) and answers
 //! on `up/results`; it says `online` (retained) on `up/status`, with `offline` as its last
-//! will, and sends a [`Hello`] on every (re)connect.
+//! will, and sends a [`Hello`] on every (re)connect. It also carries the real-time
+//! authorization of id tags the site does not know (`up/auth` / `down/auth`,
+//! [`realtime`]).
 //!
 //! It wakes on every committed station change (the `live` broadcast) and at least every
 //! `poll_interval_ms`. While the broker is unreachable it retries with backoff; nothing
@@ -28,6 +30,7 @@ pub mod config;
 pub mod net;
 pub mod outbox;
 pub mod outflow;
+pub mod realtime;
 
 pub use config::SyncConfig;
 
@@ -147,10 +150,12 @@ pub struct LinkState {
     pub last_error: Option<LastError>,
 }
 
-/// Shared between the sync task and the API.
+/// Shared between the sync task, the API and the OCPP handlers.
 #[derive(Default)]
 pub struct SyncHandle {
     state: Mutex<LinkState>,
+    /// Real-time authorization requests to the hub and their answers.
+    pub auth: realtime::AuthBridge,
 }
 
 impl SyncHandle {
@@ -271,6 +276,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                 }
                 net::NetEvent::Message { topic, payload } => match Topic::parse(&topic) {
                     Some((s, Topic::Acks)) if s == link.site => link.on_ack(&payload).await,
+                    Some((s, Topic::AuthAnswers)) if s == link.site => link.shared.sync.auth.deliver(s, &payload),
                     Some((s, Topic::Commands)) if s == link.site => {
                         if let Some(result) = link.on_command(&payload, &mut cmd_tasks, &done_tx).await {
                             pending_results.push_back(result);
@@ -315,6 +321,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             }
         }
     }
+    link.shared.sync.auth.disconnected();
     // Best effort: say goodbye (the last will says it otherwise).
     if link.connected {
         let _ = link.client.try_publish(
@@ -373,7 +380,8 @@ impl Link {
         m.connects.inc();
         tracing::info!(broker = %self.cfg.broker, "sync: connected");
         let subscribed = self.client.try_subscribe_many(
-            [Topic::Acks, Topic::Commands].map(|t| rumqttc::SubscribeFilter::new(t.of(&self.site), QoS::AtLeastOnce)),
+            [Topic::Acks, Topic::Commands, Topic::AuthAnswers]
+                .map(|t| rumqttc::SubscribeFilter::new(t.of(&self.site), QoS::AtLeastOnce)),
         );
         if let Err(e) = subscribed {
             tracing::warn!(error = %e, "sync: subscribing failed");
@@ -394,6 +402,7 @@ impl Link {
             tracing::warn!(error = %e, "sync: publishing status and hello failed");
         }
         self.outflow.connected(Instant::now());
+        self.shared.sync.auth.connected(self.client.clone(), self.site.clone());
         self.shared.sync.update(|s| {
             s.connected = true;
             s.connected_since = Some(Utc::now());
@@ -414,6 +423,7 @@ impl Link {
         self.failures = self.failures.saturating_add(1);
         self.connected = false;
         self.outflow.disconnected();
+        self.shared.sync.auth.disconnected();
         self.shared.sync.update(|s| {
             s.connected = false;
             s.connected_since = None;

@@ -95,16 +95,19 @@ pub enum AuthAnswer {
     NeedsLocation,
 }
 
-/// One push received on a Receiver (locations, tariffs).
+/// One push received on a Receiver (locations, tariffs, sessions, cdrs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Push {
-    /// `locations` or `tariffs`.
+    /// `locations`, `tariffs`, `sessions` or `cdrs`.
     pub module: String,
     pub method: String,
     /// The path below the module: `{country_code}/{party_id}/{location_id}[/{evse_uid}[/{connector_id}]]`
-    /// for locations, `{country_code}/{party_id}/{tariff_id}` for tariffs.
+    /// for locations, `{country_code}/{party_id}/{tariff_id}` for tariffs,
+    /// `{country_code}/{party_id}/{session_id}` for sessions, empty for a CDR POST.
     pub path: String,
     pub body: Value,
+    /// The body as it came (numbers with their digits, e.g. a CDR's prices).
+    pub raw: String,
 }
 
 /// One page of a crawl.
@@ -173,6 +176,9 @@ struct Inner {
     result_attempts: Vec<String>,
     /// Result POSTs still to refuse (HTTP 503).
     fail_results: u32,
+    sessions: BTreeMap<String, Value>,
+    /// CDRs received, by id: the body as it came.
+    cdrs: BTreeMap<String, String>,
 }
 
 struct Shared {
@@ -193,7 +199,13 @@ impl Shared {
 pub struct Emsp {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
+    server: std::sync::Mutex<Option<Server>>,
+}
+
+/// The HTTP server, and how to make it go away (its open connections too).
+struct Server {
     task: JoinHandle<()>,
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 fn envelope(http: StatusCode, code: u16, message: Option<&str>, data: Option<Value>) -> Response {
@@ -237,28 +249,34 @@ impl Emsp {
             inner: Mutex::new(Inner::default()),
             changed: Notify::new(),
         });
-        let v = format!("/ocpi/{VERSION}");
-        let app = Router::new()
-            .route("/ocpi/versions", get(versions))
-            .route(&v, get(details))
-            .route(
-                &format!("{v}/credentials"),
-                get(get_credentials).post(post_credentials).put(put_credentials).delete(delete_credentials),
-            )
-            .route(&format!("{v}/locations/{{*rest}}"), put(receive_location).patch(receive_location))
-            .route(&format!("{v}/tariffs/{{*rest}}"), put(receive_tariff))
-            .route(&format!("{v}/tokens"), get(list_tokens))
-            .route(&format!("{v}/tokens/{{uid}}/authorize"), post(authorize))
-            .route(&format!("{v}/commands/{{*rest}}"), post(receive_result))
-            .route(&format!("{v}/chargingprofiles/{{*rest}}"), post(receive_result))
-            .layer(middleware::from_fn_with_state(shared.clone(), authenticate))
-            .with_state(shared.clone());
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "eMSP simulator stopped");
+        let task = serve(listener, shared.clone());
+        Ok(Emsp { addr, shared, server: std::sync::Mutex::new(Some(task)) })
+    }
+
+    /// Serves again on the same address after [`Emsp::stop`], with everything it knew.
+    pub async fn resume(&self) -> anyhow::Result<()> {
+        let old = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(old) = old {
+            let _ = old.stop.send(true);
+            let mut task = old.task;
+            if tokio::time::timeout(Duration::from_secs(5), &mut task).await.is_err() {
+                task.abort();
             }
-        });
-        Ok(Emsp { addr, shared, task })
+        }
+        let listener = tokio::net::TcpListener::bind(self.addr).await?;
+        let server = serve(listener, self.shared.clone());
+        *self.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
+        Ok(())
+    }
+
+    /// The sessions as the pushes built them, by id.
+    pub fn session(&self, id: &str) -> Option<Value> {
+        self.shared.lock().sessions.get(id).cloned()
+    }
+
+    /// The CDRs received (POSTed), by id: the body as it came.
+    pub fn cdrs(&self) -> BTreeMap<String, String> {
+        self.shared.lock().cdrs.clone()
     }
 
     /// Our versions URL.
@@ -541,16 +559,54 @@ impl Emsp {
         self.shared.lock().fail_results = n;
     }
 
-    /// Stops the server.
+    /// Stops the server: it accepts no connection and closes the open ones (after
+    /// answering what they are sending) until [`Emsp::resume`].
     pub fn stop(&self) {
-        self.task.abort();
+        if let Some(server) = self.server.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let _ = server.stop.send(true);
+        }
     }
 }
 
 impl Drop for Emsp {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(server) = self.server.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = server.stop.send(true);
+            server.task.abort();
+        }
     }
+}
+
+fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) -> Server {
+    let v = format!("/ocpi/{VERSION}");
+    let app = Router::new()
+        .route("/ocpi/versions", get(versions))
+        .route(&v, get(details))
+        .route(
+            &format!("{v}/credentials"),
+            get(get_credentials).post(post_credentials).put(put_credentials).delete(delete_credentials),
+        )
+        .route(&format!("{v}/locations/{{*rest}}"), put(receive_location).patch(receive_location))
+        .route(&format!("{v}/tariffs/{{*rest}}"), put(receive_tariff))
+        .route(&format!("{v}/sessions/{{*rest}}"), put(receive_session).patch(receive_session))
+        .route(&format!("{v}/cdrs"), post(receive_cdr))
+        .route(&format!("{v}/cdrs/{{id}}"), get(stored_cdr))
+        .route(&format!("{v}/tokens"), get(list_tokens))
+        .route(&format!("{v}/tokens/{{uid}}/authorize"), post(authorize))
+        .route(&format!("{v}/commands/{{*rest}}"), post(receive_result))
+        .route(&format!("{v}/chargingprofiles/{{*rest}}"), post(receive_result))
+        .layer(middleware::from_fn_with_state(shared.clone(), authenticate))
+        .with_state(shared);
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            tracing::error!(error = %e, "eMSP simulator stopped");
+        }
+    });
+    Server { task, stop }
 }
 
 fn shared_authorization(shared: &Shared, token: &str) -> String {
@@ -649,6 +705,8 @@ async fn details(State(shared): State<Arc<Shared>>) -> Response {
         e("commands", "SENDER", "commands"),
         e("locations", "RECEIVER", "locations"),
         e("tariffs", "RECEIVER", "tariffs"),
+        e("sessions", "RECEIVER", "sessions"),
+        e("cdrs", "RECEIVER", "cdrs"),
         e("tokens", "SENDER", "tokens"),
     ];
     if shared.config.versions_mode != VersionsMode::NoCredentialsEndpoint {
@@ -713,6 +771,7 @@ async fn receive_location(
     Path(rest): Path<String>,
     body: Bytes,
 ) -> Response {
+    let raw = String::from_utf8_lossy(&body).into_owned();
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return envelope(StatusCode::BAD_REQUEST, status::INVALID_PARAMETERS, Some("not JSON"), None);
     };
@@ -745,6 +804,7 @@ async fn receive_location(
             method: method.to_string(),
             path: rest.clone(),
             body,
+            raw,
         });
     }
     shared.changed.notify_waiters();
@@ -753,6 +813,7 @@ async fn receive_location(
 
 /// `PUT tariffs/{country_code}/{party_id}/{tariff_id}`: recorded as a push.
 async fn receive_tariff(State(shared): State<Arc<Shared>>, Path(rest): Path<String>, body: Bytes) -> Response {
+    let raw = String::from_utf8_lossy(&body).into_owned();
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return envelope(StatusCode::BAD_REQUEST, status::INVALID_PARAMETERS, Some("not JSON"), None);
     };
@@ -764,7 +825,7 @@ async fn receive_tariff(State(shared): State<Arc<Shared>>, Path(rest): Path<Stri
             None,
         );
     }
-    shared.lock().pushes.push(Push { module: "tariffs".to_owned(), method: "PUT".to_owned(), path: rest, body });
+    shared.lock().pushes.push(Push { module: "tariffs".to_owned(), method: "PUT".to_owned(), path: rest, body, raw });
     shared.changed.notify_waiters();
     ok(Value::Null)
 }
@@ -801,6 +862,83 @@ async fn receive_result(State(shared): State<Arc<Shared>>, uri: Uri, body: Bytes
     shared.lock().results.push((path, body));
     shared.changed.notify_waiters();
     ok(Value::Null)
+}
+
+/// `PUT` / `PATCH sessions/{country_code}/{party_id}/{session_id}`: recorded as a push and
+/// applied to the copy (a PATCH of a session never PUT is 2001, as a real eMSP would).
+async fn receive_session(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    Path(rest): Path<String>,
+    body: Bytes,
+) -> Response {
+    let raw = String::from_utf8_lossy(&body).into_owned();
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return envelope(StatusCode::BAD_REQUEST, status::INVALID_PARAMETERS, Some("not JSON"), None);
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    let [_, _, id] = parts.as_slice() else {
+        return envelope(
+            StatusCode::BAD_REQUEST,
+            status::INVALID_PARAMETERS,
+            Some("expected sessions/{country_code}/{party_id}/{session_id}"),
+            None,
+        );
+    };
+    {
+        let mut inner = shared.lock();
+        if method == Method::PATCH {
+            let Some(Value::Object(session)) = inner.sessions.get_mut(*id) else {
+                return envelope(StatusCode::NOT_FOUND, status::INVALID_PARAMETERS, Some("unknown session"), None);
+            };
+            if let Value::Object(b) = &body {
+                session.extend(b.clone());
+            }
+        } else {
+            inner.sessions.insert((*id).to_owned(), body.clone());
+        }
+        inner.pushes.push(Push { module: "sessions".to_owned(), method: method.to_string(), path: rest, body, raw });
+    }
+    shared.changed.notify_waiters();
+    ok(Value::Null)
+}
+
+/// `POST cdrs`: recorded as a push, kept as it came, answered with its `Location`.
+async fn receive_cdr(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let raw = String::from_utf8_lossy(&body).into_owned();
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return envelope(StatusCode::BAD_REQUEST, status::INVALID_PARAMETERS, Some("not JSON"), None);
+    };
+    let Some(id) = body.get("id").and_then(Value::as_str).map(str::to_owned) else {
+        return envelope(StatusCode::BAD_REQUEST, status::INVALID_PARAMETERS, Some("a CDR needs an id"), None);
+    };
+    {
+        let mut inner = shared.lock();
+        inner.cdrs.insert(id.clone(), raw.clone());
+        inner.pushes.push(Push {
+            module: "cdrs".to_owned(),
+            method: "POST".to_owned(),
+            path: String::new(),
+            body,
+            raw,
+        });
+    }
+    shared.changed.notify_waiters();
+    let mut r = ok(Value::Null);
+    let location = format!("{}/ocpi/{VERSION}/cdrs/{id}", shared.base_url);
+    if let Ok(v) = axum::http::HeaderValue::from_str(&location) {
+        r.headers_mut().insert(axum::http::header::LOCATION, v);
+    }
+    r
+}
+
+/// `GET cdrs/{id}`: a CDR as it was POSTed.
+async fn stored_cdr(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let raw = shared.lock().cdrs.get(&id).cloned();
+    match raw.and_then(|r| serde_json::from_str::<Value>(&r).ok()) {
+        Some(cdr) => ok(cdr),
+        None => envelope(StatusCode::NOT_FOUND, status::INVALID_PARAMETERS, Some("unknown CDR"), None),
+    }
 }
 
 async fn list_tokens(State(shared): State<Arc<Shared>>) -> Response {
