@@ -486,6 +486,10 @@ async fn a_cdr_survives_a_hub_restart_while_the_emsp_is_down(backend: Backend) {
         .expect("query")
         .and_then(|r| r.text(0).map(str::to_owned))
         .expect("an OCPI CDR");
+    let r = hub.api(reqwest::Method::GET, "/ocpi/partners", None).await;
+    let mine = r.body["items"].as_array().and_then(|l| l.iter().find(|p| p["id"] == "emsp").cloned()).expect("listed");
+    assert!(mine["outbox"]["pending"].as_i64().is_some_and(|n| n >= 1), "the CDR waits: {mine}");
+    assert_eq!(mine["outbox"]["parked"], 0, "{mine}");
     hub.running.shutdown().await;
 
     // A new hub on the same database; then the eMSP is back.
