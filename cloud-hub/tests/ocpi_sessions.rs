@@ -442,6 +442,22 @@ async fn charging_preferences_and_errors(backend: Backend) {
     }
     let r = hub.send(reqwest::Method::GET, "/ocpi/2.2.1/cdrs", "Token nope", None).await;
     assert_eq!(r.http, 401);
+
+    // Two more sessions: crawled a page at a time, following the Link headers.
+    hub.ingest(vec![started(3, "tx-roam-2b", "ROAM-2", 0), started(4, "tx-roam-2c", "ROAM-2", 0)]).await;
+    for id in ["DE/SPL/tx-roam-2b", "DE/SPL/tx-roam-2c"] {
+        emsp.wait_for_push(TIMEOUT, |p| p.module == "sessions" && p.path == id).await.expect("PUT");
+    }
+    let crawl = emsp.crawl("sessions", Some(1), Some("2026-01-01T00:00:00Z")).await.expect("crawl");
+    assert_eq!(crawl.pages.len(), 3, "{:?}", crawl.pages);
+    for (i, p) in crawl.pages.iter().enumerate() {
+        assert_eq!((p.count, p.total, p.limit), (1, Some(3), Some(1)), "page {i}: {p:?}");
+        assert_eq!(p.next.is_some(), i < 2, "{p:?}");
+    }
+    let mut ids: Vec<&str> = crawl.locations.iter().filter_map(|s| s["id"].as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec!["tx-roam-2", "tx-roam-2b", "tx-roam-2c"]);
+    assert!(other.crawl("sessions", None, Some("2026-01-01T00:00:00Z")).await.expect("crawl").locations.is_empty());
     // Version details list the new Sender interfaces.
     let r = hub.ocpi(reqwest::Method::GET, "/ocpi/2.2.1", &token, None).await;
     let ids: Vec<String> = r.body["data"]["endpoints"]
@@ -486,6 +502,10 @@ async fn a_cdr_survives_a_hub_restart_while_the_emsp_is_down(backend: Backend) {
         .expect("query")
         .and_then(|r| r.text(0).map(str::to_owned))
         .expect("an OCPI CDR");
+    let r = hub.api(reqwest::Method::GET, "/ocpi/partners", None).await;
+    let mine = r.body["items"].as_array().and_then(|l| l.iter().find(|p| p["id"] == "emsp").cloned()).expect("listed");
+    assert!(mine["outbox"]["pending"].as_i64().is_some_and(|n| n >= 1), "the CDR waits: {mine}");
+    assert_eq!(mine["outbox"]["parked"], 0, "{mine}");
     hub.running.shutdown().await;
 
     // A new hub on the same database; then the eMSP is back.

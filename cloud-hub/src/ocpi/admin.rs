@@ -4,7 +4,7 @@
 //! | method and path | what |
 //! |---|---|
 //! | `PUT /api/v1/ocpi/sites/{site_id}/location` | publish a site as an OCPI Location: address, city, postal_code, country (ISO alpha-3), latitude, longitude, time_zone, optional location_id (default: the site id), name, publish, connector_standard, connector_format, power_type, max_voltage, max_amperage |
-//! | `GET /api/v1/ocpi/partners` | the partners and their state (never their tokens) |
+//! | `GET /api/v1/ocpi/partners` | the partners and their state (never their tokens), with `outbox: {pending, parked}`: pushes waiting for them, CDRs parked after repeated refusals |
 //! | `POST /api/v1/ocpi/partners` | `{"name": N, "raw_tokens": false}`: a token A for partner N to register with us (shown once) and our versions URL |
 //! | `POST /api/v1/ocpi/partners/register` | `{"name": N, "versions_url": U, "token_a": T, "raw_tokens": false}`: register with a partner |
 //! | `POST /api/v1/ocpi/partners/{name}/rotate` | new tokens both ways (ours stays valid for the grace window) |
@@ -195,9 +195,30 @@ async fn put_location_inner(state: &OcpiState, site: &str, body: &Bytes) -> Resu
     Ok(Json(json!({ "site_id": site, "location_id": location_id })).into_response())
 }
 
+/// The partners, each with what waits for it in the push outbox (`pending`, and `parked`
+/// CDRs it kept refusing).
 async fn list_partners(State(state): State<OcpiState>) -> Response {
-    match partners::list(&state.store).await {
-        Ok(list) => Json(json!({ "items": list })).into_response(),
+    let listed = async {
+        let list = partners::list(&state.store).await?;
+        let backlog = super::push::backlog(&state.store).await?;
+        let items: Vec<Value> = list
+            .iter()
+            .map(|p| {
+                let (pending, parked) = backlog
+                    .iter()
+                    .find(|(id, _, _)| *id == p.id)
+                    .map_or((0, 0), |(_, pending, parked)| (*pending, *parked));
+                let mut item = serde_json::to_value(p).unwrap_or(Value::Null);
+                if let Value::Object(fields) = &mut item {
+                    fields.insert("outbox".into(), json!({ "pending": pending, "parked": parked }));
+                }
+                item
+            })
+            .collect();
+        Ok::<_, crate::db::DbError>(items)
+    };
+    match listed.await {
+        Ok(items) => Json(json!({ "items": items })).into_response(),
         Err(e) => ApiError::db("listing the partners", &e).into_response(),
     }
 }

@@ -389,6 +389,20 @@ pub async fn refresh_session(state: &OcpiState, pricer: &mut Pricer, site: &str,
     };
     let now = timestamp(Utc::now());
     let Some(mut next) = build(&state.settings, &row, &owner, &meta, costing.as_ref(), &now) else { return Ok(()) };
+    const STORED: &str = "SELECT partner_id, body FROM ocpi_sessions WHERE site_id = $1 AND transaction_uid = $2";
+    let parse = |r: Option<crate::db::Row>| -> Option<(String, Session)> {
+        let r = r?;
+        Some((r.text(0)?.to_owned(), serde_json::from_str::<Session>(r.text(1)?).ok()?))
+    };
+    // Most passes change nothing: find that out without taking the site's lock.
+    let before = parse(store.fetch_opt(STORED, &[site.into(), uid.into()], &[Ty::Text, Ty::Text]).await?);
+    let unchanged = before
+        .as_ref()
+        .filter(|(p, _)| *p == owner.partner_id)
+        .is_some_and(|(_, prev)| change(&state.settings, Some(prev), &mut next.clone()).is_none());
+    if unchanged {
+        return Ok(());
+    }
     let receiver = push::receivers(store, "sessions").await?.into_iter().any(|p| p.id == owner.partner_id);
 
     // Nothing below uses the pool while the transaction holds the site (and, on SQLite,
@@ -413,15 +427,7 @@ pub async fn refresh_session(state: &OcpiState, pricer: &mut Pricer, site: &str,
     if current.as_ref().map(|r| (r.time(0), r.text(1))) != Some((row.updated_at, bill_id)) {
         return tx.rollback().await;
     }
-    let stored = tx
-        .fetch_opt(
-            "SELECT partner_id, body FROM ocpi_sessions WHERE site_id = $1 AND transaction_uid = $2",
-            &[site.into(), uid.into()],
-            &[Ty::Text, Ty::Text],
-        )
-        .await?;
-    let previous: Option<(String, Session)> =
-        stored.and_then(|r| Some((r.text(0)?.to_owned(), serde_json::from_str::<Session>(r.text(1)?).ok()?)));
+    let previous = parse(tx.fetch_opt(STORED, &[site.into(), uid.into()], &[Ty::Text, Ty::Text]).await?);
     let same_partner = previous.as_ref().filter(|(p, _)| *p == owner.partner_id).map(|(_, s)| s);
     let Some(push) = change(&state.settings, same_partner, &mut next) else {
         return tx.rollback().await;
