@@ -3,8 +3,9 @@
 //!
 //! Both databases run the same SQL text (`$1`-style parameters work in both, as do
 //! `INSERT ... ON CONFLICT ... DO UPDATE` and `RETURNING`); what differs is the schema's
-//! types (`migrations/sqlite`, `migrations/postgres`) and how a transaction takes the
-//! site's lock ([`Store::begin`], [`Tx::lock_site`]). To write the logic once, values go
+//! types (`migrations/sqlite`, `migrations/postgres`), how a transaction takes the
+//! site's lock ([`Store::begin`], [`Tx::lock_site`]), and the date arithmetic of the
+//! dashboard's charts (`dashboard::charts`, chosen by [`Store::backend`]). To write the logic once, values go
 //! in and out as [`Val`] and each statement is bound for the backend at hand.
 
 use chrono::{DateTime, Utc};

@@ -50,3 +50,4 @@ CREATE INDEX sessions_stopped ON sessions (stopped_at);
 -- Which sites a fleet manager may see: those where one of their customer's id tags
 -- charged, one probe per tag and site.
 CREATE INDEX sessions_tag_site ON sessions (id_tag, site_id);
+CREATE INDEX customer_tokens_customer ON customer_tokens (customer_id);

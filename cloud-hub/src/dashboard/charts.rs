@@ -272,64 +272,60 @@ async fn check(store: &Store, viewer: &Viewer, q: &ChartQuery) -> Result<Checked
 }
 
 /// When the database sums a session up per bucket (`$3` the first bucket's start, `$4`
-/// the end, `$5` the bucket length in ms, `$6` now): it started and stopped in the same
+/// the end, `$5` the bucket length in ms, `$6` now, `$7` the bucket as a prefix length of
+/// an RFC 3339 time: 10 for days, 13 for hours): it started and stopped in the same
 /// bucket, before now, with a meter stop not below its start. As 1 or 0 (never NULL), so
-/// that the sessions summed and those listed one by one are exact complements. `$b` is the
-/// bucket of a time, `$ms` a session's length in ms, in the database's own date
-/// arithmetic (the one place where the two backends' SQL differs).
+/// that the sessions summed and those listed one by one are exact complements. `$same`
+/// says "the same bucket" in the database's own terms.
 macro_rules! summed_case {
-    ($b_start:literal, $b_stop:literal) => {
+    ($same:literal) => {
         concat!(
             "CASE WHEN s.started_at >= $3 AND s.stopped_at IS NOT NULL AND s.stopped_at < $4 \
                  AND s.stopped_at <= $6 AND s.stopped_at >= s.started_at AND s.meter_start_wh IS NOT NULL \
                  AND s.meter_stop_wh >= s.meter_start_wh AND ",
-            $b_start,
-            " = ",
-            $b_stop,
+            $same,
             " THEN 1 ELSE 0 END"
         )
     };
 }
 
-/// The chart queries of one backend and scope: `SUMMED` (per bucket), `SPANS` (every other
-/// session that overlaps `[$3, $4)`: started in it, or before it and stopped in it or later
-/// or still open; three index range scans).
+/// The chart queries of one backend and scope: `SUMMED` (per bucket: its index, sessions,
+/// Wh, ms) and `SPANS` (every other session that overlaps `[$3, $4)`: started in it, or
+/// before it and stopped in it or later or still open; three index range scans). The date
+/// arithmetic is the backend's: `$same` (same bucket), `$bucket` (a group's bucket index),
+/// `$group` (what to group by), `$ms` (a session's length in ms).
 macro_rules! chart_sql {
-    ($site:literal, $b_start:literal, $b_stop:literal, $ms:literal, $int:literal, $real:literal) => {
+    ($site:literal, $same:literal, $bucket:literal, $group:literal, $ms:literal) => {
         (
             concat!(
-                "SELECT CAST(",
-                $b_start,
-                " AS ",
-                $int,
-                "), COUNT(*), CAST(SUM(s.meter_stop_wh - s.meter_start_wh) AS ",
-                $int,
-                "), CAST(SUM(",
+                "SELECT ",
+                $bucket,
+                ", COUNT(*), CAST(SUM(s.meter_stop_wh - s.meter_start_wh) AS BIGINT), CAST(SUM(",
                 $ms,
-                ") AS ",
-                $real,
-                ") FROM sessions s ",
+                ") AS DOUBLE PRECISION) FROM sessions s ",
                 chart_sql!(@scope $site),
                 " AND s.started_at >= $3 AND s.started_at < $4 AND ",
-                summed_case!($b_start, $b_stop),
-                " = 1 GROUP BY 1"
+                summed_case!($same),
+                " = 1 GROUP BY ",
+                $group
             ),
             concat!(
-                chart_sql!(@spans $site, $b_start, $b_stop, "s.started_at >= $3 AND s.started_at < $4"),
+                chart_sql!(@spans $site, $same, "s.started_at >= $3 AND s.started_at < $4"),
                 " UNION ALL ",
-                chart_sql!(@spans $site, $b_start, $b_stop, "s.started_at < $3 AND s.stopped_at > $3"),
+                chart_sql!(@spans $site, $same, "s.started_at < $3 AND s.stopped_at > $3"),
                 " UNION ALL ",
-                chart_sql!(@spans $site, $b_start, $b_stop, "s.started_at < $3 AND s.stopped_at IS NULL")
+                chart_sql!(@spans $site, $same, "s.started_at < $3 AND s.stopped_at IS NULL")
             ),
         )
     };
     (@scope $site:literal) => {
         concat!(
-            "WHERE ($1 IS NULL OR s.id_tag IN (SELECT id_tag FROM customer_tokens WHERE customer_id = $1)) AND ",
+            "WHERE ($1 IS NULL OR s.id_tag IN (SELECT id_tag FROM customer_tokens WHERE customer_id = $1)) \
+             AND $7 > 0 AND ",
             $site
         )
     };
-    (@spans $site:literal, $b_start:literal, $b_stop:literal, $when:literal) => {
+    (@spans $site:literal, $same:literal, $when:literal) => {
         concat!(
             "SELECT s.started_at, s.stopped_at, s.meter_start_wh, s.last_energy_at, s.last_energy_wh, \
                  s.meter_stop_wh FROM sessions s ",
@@ -337,38 +333,41 @@ macro_rules! chart_sql {
             " AND ",
             $when,
             " AND ",
-            summed_case!($b_start, $b_stop),
+            summed_case!($same),
             " = 0"
         )
     };
 }
 
-/// SQLite: Julian days (times are RFC 3339 text), rounded to whole milliseconds before the
-/// integer division into buckets (a start on a bucket's boundary must not fall into the
-/// bucket before through the floating point).
+/// SQLite keeps times as RFC 3339 text in UTC (`2026-11-21T12:01:00+00:00`, as sqlx writes
+/// a `DateTime<Utc>`), so a day or an hour is a prefix of the text (cheap, where parsing
+/// every time with `julianday` is not), a length within one day the difference of the
+/// seconds of the day (whole seconds), and only the 30 groups' indexes go through
+/// `julianday`.
 macro_rules! sqlite_chart_sql {
     ($site:literal) => {
         chart_sql!(
             $site,
-            "CAST(ROUND((julianday(s.started_at) - julianday($3)) * 86400000.0) AS INTEGER) / $5",
-            "CAST(ROUND((julianday(s.stopped_at) - julianday($3)) * 86400000.0) AS INTEGER) / $5",
-            "(julianday(s.stopped_at) - julianday(s.started_at)) * 86400000.0",
-            "INTEGER",
-            "REAL"
+            "substr(s.started_at, 1, $7) = substr(s.stopped_at, 1, $7)",
+            "CAST(ROUND((julianday(MIN(s.started_at)) - julianday($3)) * 86400000.0) AS INTEGER) / $5",
+            "substr(s.started_at, 1, $7)",
+            "((CAST(substr(s.stopped_at, 12, 2) AS INTEGER) - CAST(substr(s.started_at, 12, 2) AS INTEGER)) * 3600 \
+             + (CAST(substr(s.stopped_at, 15, 2) AS INTEGER) - CAST(substr(s.started_at, 15, 2) AS INTEGER)) * 60 \
+             + CAST(substr(s.stopped_at, 18, 2) AS INTEGER) - CAST(substr(s.started_at, 18, 2) AS INTEGER)) * 1000.0"
         )
     };
 }
 
-/// PostgreSQL: epoch seconds of `timestamptz` differences.
+/// PostgreSQL: `timestamptz` differences as double-precision epoch seconds.
 macro_rules! postgres_chart_sql {
     ($site:literal) => {
         chart_sql!(
             $site,
-            "FLOOR(EXTRACT(EPOCH FROM (s.started_at - $3)) * 1000.0 / $5)",
-            "FLOOR(EXTRACT(EPOCH FROM (s.stopped_at - $3)) * 1000.0 / $5)",
-            "EXTRACT(EPOCH FROM (s.stopped_at - s.started_at)) * 1000.0",
-            "BIGINT",
-            "DOUBLE PRECISION"
+            "FLOOR(date_part('epoch', s.started_at - $3) * 1000.0 / $5) \
+             = FLOOR(date_part('epoch', s.stopped_at - $3) * 1000.0 / $5)",
+            "CAST(FLOOR(date_part('epoch', s.started_at - $3) * 1000.0 / $5) AS BIGINT)",
+            "1",
+            "date_part('epoch', s.stopped_at - s.started_at) * 1000.0"
         )
     };
 }
@@ -396,6 +395,8 @@ async fn chart_data(store: &Store, viewer: &Viewer, c: &Checked) -> Result<Chart
         to.into(),
         step.num_milliseconds().into(),
         now.into(),
+        // The length of an RFC 3339 prefix naming the bucket: `2026-11-21T12` or `2026-11-21`.
+        (if step < TimeDelta::days(1) { 13_i64 } else { 10 }).into(),
     ];
     let summed: Vec<Summed> = store
         .fetch(summed_sql, &args, &[Ty::Int, Ty::Int, Ty::Int, Ty::Real])

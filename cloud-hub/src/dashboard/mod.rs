@@ -22,14 +22,15 @@
 /// The SQL condition "the site in column `$col` is one the viewer may see", `$1` being the
 /// viewer's customer (NULL for admins and CPO operators: every site). A fleet manager sees
 /// the sites where their customer's id tags charged: one index probe per tag and site
-/// (`sessions (id_tag, site_id)`, schema 9), however many sessions there are.
+/// (`sessions (id_tag, site_id)`, schema 9), however many sessions there are. (`CROSS
+/// JOIN` keeps SQLite's planner on that order; PostgreSQL plans it as any inner join.)
 macro_rules! visible_site {
     ($col:literal) => {
         concat!(
-            "($1 IS NULL OR EXISTS (SELECT 1 FROM customer_tokens vt JOIN sessions vs ON vs.id_tag = vt.id_tag \
-             AND vs.site_id = ",
+            "($1 IS NULL OR EXISTS (SELECT 1 FROM customer_tokens vt CROSS JOIN sessions vs \
+             WHERE vt.customer_id = $1 AND vs.id_tag = vt.id_tag AND vs.site_id = ",
             $col,
-            " WHERE vt.customer_id = $1))"
+            "))"
         )
     };
 }

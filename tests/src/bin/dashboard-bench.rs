@@ -75,6 +75,10 @@ struct Args {
     /// How long to wait for the billing worker, seconds.
     #[arg(long, default_value_t = 600)]
     billing_timeout_s: u64,
+    /// Keep the databases for a look afterwards: the SQLite file in this folder, the
+    /// PostgreSQL database not dropped (both named on stderr).
+    #[arg(long)]
+    keep: Option<std::path::PathBuf>,
 }
 
 /// OCPI 2.2.1 "0.25 euro per kWh + start fee".
@@ -365,17 +369,32 @@ async fn measure(client: &Client, who: &str, path: &str, n: usize) -> Result<()>
 }
 
 async fn run(backend: Backend, args: &Args) -> Result<()> {
-    let dir = tempfile::tempdir()?;
+    let temp = tempfile::tempdir()?;
+    let dir = match &args.keep {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            dir.clone()
+        }
+        None => temp.path().to_owned(),
+    };
     let (url, pg) = match backend {
-        Backend::Sqlite => (format!("sqlite://{}", dir.path().join("hub.db").display()), None),
+        Backend::Sqlite => {
+            let file = dir.join("hub.db");
+            if args.keep.is_some() {
+                eprintln!("keeping the SQLite database {}", file.display());
+            }
+            (format!("sqlite://{}", file.display()), None)
+        }
         Backend::Postgres => match Pg::create(&args.pg_url).await? {
             Some((pg, url)) => (url, Some(pg)),
             None => return Ok(()),
         },
     };
-    let result = run_on(backend, &url, dir.path(), args).await;
-    if let Some(pg) = pg {
-        pg.drop_now().await;
+    let result = run_on(backend, &url, &dir, args).await;
+    match pg {
+        Some(pg) if args.keep.is_some() => eprintln!("keeping the PostgreSQL database {}", pg.name),
+        Some(pg) => pg.drop_now().await,
+        None => {}
     }
     result
 }
