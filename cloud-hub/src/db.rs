@@ -423,6 +423,38 @@ impl Store {
         Ok(self.fetch(sql, args, types).await?.into_iter().next())
     }
 
+    /// Like [`Store::fetch`], but planned anew for the values at hand every time: not a
+    /// prepared statement, which PostgreSQL switches to a generic plan after five runs.
+    /// For queries whose best plan depends on which optional filters (`$n IS NULL OR ...`)
+    /// are set, where a generic plan can be a hundred times slower than a custom one (the
+    /// dashboard's lists). SQLite prepares the text each time, which costs little.
+    pub async fn fetch_planned(&self, sql: &'static str, args: &[Val], types: &[Ty]) -> Result<Vec<Row>, DbError> {
+        let mut out = Vec::new();
+        match self {
+            Store::Sqlite(pool) => {
+                for row in bind_all!(sqlx::query(sql).persistent(false), args).fetch_all(pool).await? {
+                    out.push(decode_row!(row, types, sql));
+                }
+            }
+            Store::Postgres(pool) => {
+                for row in bind_all!(sqlx::query(sql).persistent(false), args).fetch_all(pool).await? {
+                    out.push(decode_row!(row, types, sql));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first row of [`Store::fetch_planned`], if any.
+    pub async fn fetch_opt_planned(
+        &self,
+        sql: &'static str,
+        args: &[Val],
+        types: &[Ty],
+    ) -> Result<Option<Row>, DbError> {
+        Ok(self.fetch_planned(sql, args, types).await?.into_iter().next())
+    }
+
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<(), DbError> {
         self.fetch("SELECT CAST(1 AS BIGINT)", &[], &[Ty::Int]).await.map(|_| ())

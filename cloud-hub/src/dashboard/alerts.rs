@@ -161,7 +161,7 @@ macro_rules! visible {
 pub async fn open_count(store: &Store, viewer: &Viewer) -> Result<i64, DashError> {
     const SQL: &str =
         concat!("SELECT COUNT(*) FROM dashboard_alerts a WHERE a.cleared_at IS NULL AND ", visible!("a.site_id"));
-    Ok(store.fetch_opt(SQL, &[scope(viewer)?], &[Ty::Int]).await?.and_then(|r| r.int(0)).unwrap_or(0))
+    Ok(store.fetch_opt_planned(SQL, &[scope(viewer)?], &[Ty::Int]).await?.and_then(|r| r.int(0)).unwrap_or(0))
 }
 
 const COLUMNS: [Ty; 9] = [Ty::Text, Ty::Text, Ty::Text, Ty::Text, Ty::Int, Ty::Int, Ty::Text, Ty::Time, Ty::Time];
@@ -182,7 +182,7 @@ async fn list(store: &Store, viewer: &Viewer, site: Option<&str>, open: bool) ->
         " ORDER BY a.cleared_at DESC, a.id DESC LIMIT $3"
     );
     let (sql, limit) = if open { (OPEN, OPEN_LIMIT) } else { (CLEARED, CLEARED_LIMIT) };
-    Ok(store.fetch(sql, &[scope(viewer)?, Val::from(site), limit.into()], &COLUMNS).await?)
+    Ok(store.fetch_planned(sql, &[scope(viewer)?, Val::from(site), limit.into()], &COLUMNS).await?)
 }
 
 fn table(rows: &[Row], open: bool) -> String {

@@ -399,7 +399,7 @@ async fn chart_data(store: &Store, viewer: &Viewer, c: &Checked) -> Result<Chart
         (if step < TimeDelta::days(1) { 13_i64 } else { 10 }).into(),
     ];
     let summed: Vec<Summed> = store
-        .fetch(summed_sql, &args, &[Ty::Int, Ty::Int, Ty::Int, Ty::Real])
+        .fetch_planned(summed_sql, &args, &[Ty::Int, Ty::Int, Ty::Int, Ty::Real])
         .await?
         .iter()
         .map(|r| Summed {
@@ -409,7 +409,8 @@ async fn chart_data(store: &Store, viewer: &Viewer, c: &Checked) -> Result<Chart
             busy_ms: r.real(3).unwrap_or(0.0),
         })
         .collect();
-    let rows = store.fetch(spans_sql, &args, &[Ty::Time, Ty::Time, Ty::Int, Ty::Time, Ty::Int, Ty::Int]).await?;
+    let rows =
+        store.fetch_planned(spans_sql, &args, &[Ty::Time, Ty::Time, Ty::Int, Ty::Time, Ty::Int, Ty::Int]).await?;
     let spans: Vec<Span> = rows
         .iter()
         .filter_map(|r| {
@@ -423,7 +424,7 @@ async fn chart_data(store: &Store, viewer: &Viewer, c: &Checked) -> Result<Chart
         })
         .collect();
     let charging_points = store
-        .fetch_opt(
+        .fetch_opt_planned(
             concat!(
                 "SELECT COUNT(*) FROM (SELECT DISTINCT k.site_id, k.station, k.evse FROM connectors k \
                  WHERE k.evse > 0 AND ($2 IS NULL OR k.site_id = $2) AND ",
@@ -474,7 +475,7 @@ pub async fn page(
     let data = chart_data(&state.store, &viewer, &checked).await?;
     let sites = state
         .store
-        .fetch(
+        .fetch_planned(
             concat!("SELECT id, name FROM sites WHERE ", visible_site!("sites.id"), " ORDER BY name, id"),
             &[scope(&viewer)?],
             &[Ty::Text, Ty::Text],

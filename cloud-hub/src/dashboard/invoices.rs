@@ -96,7 +96,7 @@ pub async fn page(
         .map(|t| t.and_utc());
     let rows = state
         .store
-        .fetch(
+        .fetch_planned(
             "SELECT i.id, i.number, i.customer_id, c.name, i.currency, i.period_from, i.period_to, i.issued_at, \
                  i.total_excl_vat, i.total_vat, i.total_incl_vat, \
                  (SELECT COUNT(*) FROM invoice_cdrs x WHERE x.invoice_id = i.id) \

@@ -180,7 +180,7 @@ pub(super) fn scope(viewer: &Viewer) -> Result<Val, DashError> {
 /// are not even confirmed to exist).
 pub(super) async fn check_site(store: &Store, viewer: &Viewer, site: &str) -> Result<(), DashError> {
     let row = store
-        .fetch_opt(
+        .fetch_opt_planned(
             concat!("SELECT sites.id FROM sites WHERE sites.id = $2 AND ", visible_site!("sites.id")),
             &[scope(viewer)?, site.into()],
             &[Ty::Text],
@@ -221,7 +221,7 @@ async fn site_lines(store: &Store, viewer: &Viewer) -> Result<Vec<SiteLine>, Das
         " ORDER BY sites.name, sites.id LIMIT $3"
     );
     let rows = store
-        .fetch(
+        .fetch_planned(
             SQL,
             &[scope(viewer)?, true.into(), SITES_LIMIT.into()],
             &[Ty::Text, Ty::Text, Ty::Bool, Ty::Int, Ty::Int, Ty::Int, Ty::Real, Ty::Int],
@@ -375,7 +375,7 @@ pub(super) async fn site_fragment(store: &Store, viewer: &Viewer, id: &str) -> R
         )
         .await?;
     let sessions = store
-        .fetch(
+        .fetch_planned(
             "SELECT s.transaction_uid, s.station, s.evse, s.connector, s.id_tag, s.started_at, \
                  s.last_energy_wh - s.meter_start_wh, \
                  (SELECT CASE WHEN m.unit = 'kW' THEN m.value_num * 1000 ELSE m.value_num END \
@@ -517,7 +517,7 @@ fn sessions_table(sessions: &[Row], buttons: Option<&str>) -> String {
 async fn phase_samples(store: &Store, viewer: &Viewer, id: &str) -> Result<Vec<Row>, DashError> {
     // Newest first; the first row of each (station, measurand, phase) is its latest.
     let rows = store
-        .fetch(
+        .fetch_planned(
             "SELECT m.station, m.measurand, m.phase, m.value_num, m.unit, m.ts FROM meter_samples m \
              JOIN sessions s ON s.site_id = m.site_id AND s.transaction_uid = m.transaction_uid \
              WHERE m.site_id = $2 AND s.stopped_at IS NULL AND m.phase IS NOT NULL \

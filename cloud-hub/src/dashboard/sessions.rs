@@ -371,13 +371,13 @@ async fn fetch(
         limit.into(),
         offset.into(),
     ];
-    Ok(store.fetch(sql, &args, &SESSION_COLUMNS).await?.iter().map(SessionLine::from_row).collect())
+    Ok(store.fetch_planned(sql, &args, &SESSION_COLUMNS).await?.iter().map(SessionLine::from_row).collect())
 }
 
 /// The sites the viewer may see, by name (for the site filter).
 async fn visible_sites(store: &Store, viewer: &Viewer) -> Result<Vec<(String, String)>, DashError> {
     let rows = store
-        .fetch(
+        .fetch_planned(
             concat!("SELECT id, name FROM sites WHERE ", visible_site!("sites.id"), " ORDER BY name, id"),
             &[scope(viewer)?],
             &[Ty::Text, Ty::Text],
