@@ -148,7 +148,7 @@ async fn an_operator_stops_a_session_and_a_fleet_manager_sees_only_their_own() {
 
     // Remote stop: the hub's answer shows at once, the charger stops, the page follows.
     browser.click("#sessions button[data-cmd=\"remote-stop\"]").await.unwrap();
-    browser.wait_text("#cmd-result", "sent, waiting for the site's answer").await.unwrap();
+    browser.wait_text("#cmd-result", "sent; the site's answer shows under Recent commands").await.unwrap();
     browser.wait_for("#command-list tr.command[data-type=\"remote_stop\"] .badge.ok").await.unwrap();
     browser.wait_for("#no-sessions").await.unwrap();
     assert!(
