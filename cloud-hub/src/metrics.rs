@@ -43,6 +43,7 @@ pub struct Metrics {
     pub command_results: Family<ResultLabels, Counter>,
     pub commands_published: Family<ReasonLabels, Counter>,
     pub api_refused: Family<ReasonLabels, Counter>,
+    pub dashboard_streams: Gauge,
 }
 
 impl Default for Metrics {
@@ -127,6 +128,12 @@ impl Metrics {
              forbidden (the key's role does not allow the route, 403)",
             api_refused.clone(),
         );
+        let dashboard_streams = Gauge::default();
+        registry.register(
+            "dashboard_streams",
+            "Dashboard pages' live event streams (/events) open now",
+            dashboard_streams.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             mqtt_connected,
@@ -142,6 +149,7 @@ impl Metrics {
             command_results,
             commands_published,
             api_refused,
+            dashboard_streams,
         }
     }
 

@@ -5,7 +5,8 @@
 //! and watches the session end (the command goes hub -> MQTT -> edge -> OCPP
 //! RemoteStopTransaction, the stop comes back through the outbox); then a fleet manager
 //! sees only their customer's sessions, no command buttons, and is refused another
-//! customer's site. Every page: no horizontal scroll at 375 px, no console errors.
+//! customer's site. Every page: no horizontal scroll at 375 px, no console errors, and
+//! the event streams of pages left behind are closed.
 //! Screenshots of every step land in `target/screenshots/`.
 //!
 //! Skipped (with a message) without `/usr/bin/chromium` and `/usr/bin/chromedriver`,
@@ -147,7 +148,7 @@ async fn an_operator_stops_a_session_and_a_fleet_manager_sees_only_their_own() {
 
     // Remote stop: the hub's answer shows at once, the charger stops, the page follows.
     browser.click("#sessions button[data-cmd=\"remote-stop\"]").await.unwrap();
-    browser.wait_text("#cmd-result", "sent, waiting for the site's answer").await.unwrap();
+    browser.wait_text("#cmd-result", "sent; the site's answer shows under Recent commands").await.unwrap();
     browser.wait_for("#command-list tr.command[data-type=\"remote_stop\"] .badge.ok").await.unwrap();
     browser.wait_for("#no-sessions").await.unwrap();
     assert!(
@@ -187,6 +188,14 @@ async fn an_operator_stops_a_session_and_a_fleet_manager_sees_only_their_own() {
     }
     browser.wait_for("#chart-utilisation .uplot").await.unwrap();
     browser.assert_no_console_errors().await;
+    // Pages left behind close their event streams (a browser keeping them, say in its
+    // back/forward cache, would use up its six connections to the hub after a few pages).
+    let streams = eventually(30, || async {
+        let open = hub.metrics.dashboard_streams.get();
+        (open <= 1).then_some(open)
+    })
+    .await;
+    assert_eq!(streams, Some(1), "only the charts page's stream is open: {}", hub.metrics.dashboard_streams.get());
     browser.open(&format!("{base}/sessions")).await.unwrap();
     let text = browser.wait_text("#session-list", "TAG-GLOBEX").await.unwrap();
     assert!(text.contains(TAG_OK), "the operator sees every customer's sessions: {text}");

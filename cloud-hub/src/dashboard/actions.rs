@@ -180,7 +180,7 @@ async fn send_inner(
     .await?;
     super::live::changed(site);
     let message = if issued.published {
-        format!("{message}: sent, waiting for the site's answer.")
+        format!("{message}: sent; the site's answer shows under Recent commands.")
     } else {
         format!("{message}: stored; it goes out when the site is back online.")
     };

@@ -714,6 +714,23 @@ async fn render_view(store: &Store, viewer: &Viewer, view: &View) -> Result<Opti
     })
 }
 
+/// Counts an open stream in `dashboard_streams` for as long as it lives (the server drops
+/// a stream when its connection is gone).
+struct StreamGuard(prometheus_client::metrics::gauge::Gauge);
+
+impl StreamGuard {
+    fn new(metrics: &crate::metrics::Metrics) -> StreamGuard {
+        metrics.dashboard_streams.inc();
+        StreamGuard(metrics.dashboard_streams.clone())
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Waits for the next change that concerns `view` (debounced: the changes of the next
 /// [`DEBOUNCE`] are taken together); the changed sites, `None` when the stream lagged.
 /// `None` from the outside when the channel closed.
@@ -758,9 +775,10 @@ pub async fn events(
     }
     let receiver = super::live::subscribe();
     let store = state.store.clone();
+    let open = StreamGuard::new(&state.settings.metrics);
     let stream = futures_util::stream::unfold(
-        (receiver, store, viewer, view, None::<i64>),
-        |(mut rx, store, viewer, view, last_count)| async move {
+        (receiver, store, viewer, view, None::<i64>, open),
+        |(mut rx, store, viewer, view, last_count, open)| async move {
             let mut render = true;
             if last_count.is_some() {
                 loop {
@@ -792,7 +810,7 @@ pub async fn events(
                 }
                 Err(_) => (Event::default().event("error").data("{}"), last_count.or(Some(0))),
             };
-            Some((Ok::<Event, Infallible>(event), (rx, store, viewer, view, count)))
+            Some((Ok::<Event, Infallible>(event), (rx, store, viewer, view, count, open)))
         },
     );
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())

@@ -20,27 +20,41 @@
 
   // ---- live updates -------------------------------------------------------------------
   const stream = live && live.dataset.stream ? live.dataset.stream : badge ? '/events?view=count' : null;
+  let source = null;
+  function connect() {
+    source = new EventSource(stream);
+    source.addEventListener('open', () => setState('live'));
+    source.addEventListener('live', (e) => {
+      let msg;
+      try {
+        msg = JSON.parse(e.data);
+      } catch (_) {
+        return;
+      }
+      setCount(msg.alerts);
+      if (live && typeof msg.html === 'string') {
+        live.innerHTML = msg.html;
+        setState('live · updated ' + new Date().toLocaleTimeString());
+      }
+    });
+    // EventSource reconnects by itself; say so meanwhile.
+    source.addEventListener('error', () => setState('reconnecting…'));
+  }
   if (stream) {
     if (!window.EventSource) {
       setState('static view (no live updates in this browser)');
     } else {
-      const source = new EventSource(stream);
-      source.addEventListener('open', () => setState('live'));
-      source.addEventListener('live', (e) => {
-        let msg;
-        try {
-          msg = JSON.parse(e.data);
-        } catch (_) {
-          return;
-        }
-        setCount(msg.alerts);
-        if (live && typeof msg.html === 'string') {
-          live.innerHTML = msg.html;
-          setState('live · updated ' + new Date().toLocaleTimeString());
-        }
+      connect();
+      // A page left for another is closed, or kept in the back/forward cache with its
+      // stream open: a browser allows six connections to a host, and pages kept with
+      // their streams would use them up. Close on leaving, open again on coming back.
+      window.addEventListener('pagehide', () => {
+        if (source) source.close();
+        source = null;
       });
-      // EventSource reconnects by itself; say so meanwhile.
-      source.addEventListener('error', () => setState('reconnecting…'));
+      window.addEventListener('pageshow', (e) => {
+        if (e.persisted && !source) connect();
+      });
     }
   }
 
