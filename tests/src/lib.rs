@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod browser;
+pub mod hubdb;
 
 use anyhow::{Context, anyhow};
 use base64::Engine;

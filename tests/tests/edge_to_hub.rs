@@ -15,58 +15,8 @@ use serde_json::Value;
 use shared_model::ocpp::v16::Reason;
 use simulators::chargepoint::{ChargePoint, ChargePointConfig, EvModel};
 use std::time::Duration;
+use tests::hubdb::{Backend, database, drop_database};
 use tests::{TAG_OK, TestAgent, energy_config_text, eventually, password};
-
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-fn pg_admin_url() -> String {
-    std::env::var("SITEPILOT_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-/// A database URL for the hub, and the PostgreSQL database to drop afterwards.
-async fn database(backend: Backend, dir: &std::path::Path) -> Option<(String, Option<String>)> {
-    match backend {
-        Backend::Sqlite => Some((format!("sqlite://{}", dir.join("hub.db").display()), None)),
-        Backend::Postgres => {
-            use sqlx::Connection as _;
-            let admin = pg_admin_url();
-            let mut conn = match sqlx::PgConnection::connect(&admin).await {
-                Ok(c) => c,
-                Err(e) => {
-                    let reason = format!("PostgreSQL is not reachable at {admin}: {e}");
-                    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "CI=true and {reason}");
-                    eprintln!("SKIPPED: {reason}");
-                    return None;
-                }
-            };
-            let name = format!("e2e_{}", uuid_like());
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
-            let _ = conn.close().await;
-            let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(admin);
-            Some((format!("{base}/{name}"), Some(name)))
-        }
-    }
-}
-
-async fn drop_database(name: Option<String>) {
-    use sqlx::Connection as _;
-    let Some(name) = name else { return };
-    if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-            .execute(&mut conn)
-            .await;
-        let _ = conn.close().await;
-    }
-}
-
-fn uuid_like() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("{:x}{:x}", nanos, std::process::id())
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -378,7 +328,7 @@ async fn two_hubs_share_the_sites_without_loss_or_duplicate() {
     let Some(mqtt) = mosquitto().await else { return };
     let dir = tempfile::tempdir().unwrap();
     let Some((db_url, pg_name)) = database(Backend::Postgres, dir.path()).await else { return };
-    let run = uuid_like();
+    let run = tests::hubdb::unique_suffix();
     let mut hubs = Vec::new();
     for i in 0..2 {
         let path = dir.path().join(format!("hub-{i}.toml"));

@@ -15,54 +15,8 @@ use serde_json::{Value, json};
 use simulators::chargepoint::{AnswerMode, ChargePoint, ChargePointConfig, EvModel};
 use simulators::emsp::{Emsp, EmspConfig};
 use std::time::Duration;
+use tests::hubdb::{Backend, database, drop_database};
 use tests::{TAG_OK, TestAgent, energy_config_text, eventually, password};
-
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-fn pg_admin_url() -> String {
-    std::env::var("SITEPILOT_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-/// A database URL for the hub, and the PostgreSQL database to drop afterwards.
-async fn database(backend: Backend, dir: &std::path::Path) -> Option<(String, Option<String>)> {
-    match backend {
-        Backend::Sqlite => Some((format!("sqlite://{}", dir.join("hub.db").display()), None)),
-        Backend::Postgres => {
-            use sqlx::Connection as _;
-            let admin = pg_admin_url();
-            let mut conn = match sqlx::PgConnection::connect(&admin).await {
-                Ok(c) => c,
-                Err(e) => {
-                    let reason = format!("PostgreSQL is not reachable at {admin}: {e}");
-                    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "CI=true and {reason}");
-                    eprintln!("SKIPPED: {reason}");
-                    return None;
-                }
-            };
-            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-            let name = format!("ocpicmd_{nanos:x}{:x}", std::process::id());
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
-            let _ = conn.close().await;
-            let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(admin);
-            Some((format!("{base}/{name}"), Some(name)))
-        }
-    }
-}
-
-async fn drop_database(name: Option<String>) {
-    use sqlx::Connection as _;
-    let Some(name) = name else { return };
-    if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-            .execute(&mut conn)
-            .await;
-        let _ = conn.close().await;
-    }
-}
 
 const WAIT: Duration = Duration::from_secs(30);
 
