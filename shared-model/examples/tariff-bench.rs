@@ -1,0 +1,153 @@
+//! Throughput of the tariff engine's hot path, [`Pricer::price_totals`], and of the full CDR
+//! breakdown, [`Pricer::price`], on one core, beside a floor measured in the same run.
+//!
+//! ```sh
+//! cargo run --release -p shared-model --example tariff-bench
+//! cargo run --release -p shared-model --example tariff-bench -- --sessions 2000 --rounds 30
+//! ```
+//!
+//! The floor prices the same sessions with a trivial flat computation (energy × one price, time ×
+//! another, in `Decimal`, summed from the meter readings): what any exact-decimal pricing costs
+//! before restrictions, periods, step_size and VAT. Issue 5's target is 100 000 sessions/s per
+//! core for `price_totals` on the `weekday` workload.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use rust_decimal::Decimal;
+use shared_model::tariff::{CompiledTariff, MeterReading, Pricer, Session, Tariff};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+/// The spec's complex tariff minus the current restrictions, plus a night window: flat fee,
+/// time by time of day and weekday, parking by window, energy by kWh threshold.
+const TARIFF: &str = r#"{
+  "country_code": "DE", "party_id": "ALL", "id": "bench", "currency": "EUR",
+  "elements": [
+    {"price_components": [{"type": "FLAT", "price": 2.5, "vat": 15, "step_size": 1}]},
+    {"price_components": [{"type": "TIME", "price": 1.00, "vat": 20, "step_size": 900}],
+     "restrictions": {"start_time": "22:00", "end_time": "06:00"}},
+    {"price_components": [{"type": "TIME", "price": 2.00, "vat": 20, "step_size": 600}],
+     "restrictions": {"day_of_week": ["MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY"]}},
+    {"price_components": [{"type": "ENERGY", "price": 0.20, "vat": 20, "step_size": 1}],
+     "restrictions": {"max_kwh": 10}},
+    {"price_components": [{"type": "ENERGY", "price": 0.35, "vat": 20, "step_size": 1},
+                          {"type": "TIME", "price": 1.25, "vat": 20, "step_size": 600}]},
+    {"price_components": [{"type": "PARKING_TIME", "price": 5, "vat": 10, "step_size": 300}],
+     "restrictions": {"start_time": "09:00", "end_time": "18:00"}}
+  ],
+  "last_updated": "2015-06-29T20:39:09Z"
+}"#;
+
+struct Options {
+    sessions: usize,
+    rounds: usize,
+}
+
+fn options() -> Result<Options, String> {
+    let mut o = Options { sessions: 1000, rounds: 20 };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = |name: &str| -> Result<usize, String> {
+            args.next()
+                .and_then(|v| v.parse().ok())
+                .filter(|&v: &usize| v > 0)
+                .ok_or_else(|| format!("{name} needs a positive number"))
+        };
+        match a.as_str() {
+            "--sessions" => o.sessions = value("--sessions")?,
+            "--rounds" => o.rounds = value("--rounds")?,
+            "-h" | "--help" => {
+                return Err("usage: tariff-bench [--sessions N (default 1000)] [--rounds N (default 20)]".into());
+            }
+            other => return Err(format!("unknown argument {other:?}; try --help")),
+        }
+    }
+    Ok(o)
+}
+
+/// `n` sessions of 3 h charging with a reading every 15 min, then 40 min parked, starting every
+/// 97 minutes from `base` (so they cover every time of day and day of the week).
+fn sessions(base: &str, n: usize) -> Vec<Session> {
+    let base: DateTime<Utc> = base.parse().expect("valid time");
+    (0..n)
+        .map(|i| {
+            let start = base + TimeDelta::minutes(i as i64 * 97);
+            let mut meter: Vec<MeterReading> = (0..=12)
+                .map(|k| MeterReading { at: start + TimeDelta::minutes(15 * k), energy_wh: Decimal::from(k * 2750) })
+                .collect();
+            let end = start + TimeDelta::minutes(220);
+            meter.push(MeterReading { at: end, energy_wh: Decimal::from(12 * 2750) });
+            Session::try_new(start, end, "Europe/Amsterdam", meter).expect("valid session")
+        })
+        .collect()
+}
+
+/// The floor: 0.30/kWh and 1.50/h from the readings, in Decimal, no restrictions.
+fn flat_price(s: &Session) -> Decimal {
+    let (Some(first), Some(last)) = (s.meter.first(), s.meter.last()) else { return Decimal::ZERO };
+    let kwh = (last.energy_wh - first.energy_wh) / Decimal::ONE_THOUSAND;
+    let hours = Decimal::from((s.end - s.start).num_milliseconds()) / Decimal::from(3_600_000);
+    (kwh * Decimal::new(30, 2) + hours * Decimal::new(150, 2)).round_dp(4)
+}
+
+/// Best and median of `rounds` timings of `f` over all sessions, as sessions per second.
+fn measure(rounds: usize, n: usize, mut f: impl FnMut() -> Decimal) -> (f64, f64, Decimal) {
+    let mut checksum = f(); // warm-up: buffers grown, caches filled
+    let mut times: Vec<Duration> = (0..rounds)
+        .map(|_| {
+            let t = Instant::now();
+            checksum = black_box(f());
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    (rate(times[0]), rate(times[times.len() / 2]), checksum)
+}
+
+fn main() {
+    let o = match options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let tariff: Tariff = serde_json::from_str(TARIFF).expect("bench tariff parses");
+    let tariff = CompiledTariff::try_new(&tariff).expect("bench tariff is valid");
+    let workloads = [
+        // The throughput test's sessions: from Monday 4 March 2024, 08:00 in Amsterdam.
+        ("weekday", sessions("2024-03-04T07:00:00Z", o.sessions)),
+        // Across the spring-forward night (31 March 2024) and back, then the autumn one.
+        ("dst-spring", sessions("2024-03-29T12:00:00Z", o.sessions)),
+        ("dst-autumn", sessions("2024-10-25T12:00:00Z", o.sessions)),
+    ];
+    println!("tariff-bench: {} sessions × {} rounds per figure, one thread, Europe/Amsterdam", o.sessions, o.rounds);
+    println!("{:<12} {:>26} {:>26} {:>26}", "workload", "floor (flat Decimal)", "price_totals", "price (full CDR)");
+    let mut pricer = Pricer::new();
+    for (name, sessions) in &workloads {
+        let n = sessions.len();
+        let floor = measure(o.rounds, n, || sessions.iter().map(flat_price).sum());
+        let totals = measure(o.rounds, n, || {
+            sessions
+                .iter()
+                .map(|s| pricer.price_totals(&tariff, s).expect("bench session prices").total_cost.excl_vat)
+                .sum()
+        });
+        let full = measure(o.rounds, n, || {
+            sessions
+                .iter()
+                .map(|s| pricer.price(&tariff, s).expect("bench session prices").totals.total_cost.excl_vat)
+                .sum()
+        });
+        assert_eq!(totals.2, full.2, "price and price_totals disagree");
+        let cell = |(best, median, _): (f64, f64, Decimal)| format!("{median:>9.0}/s (best {best:>7.0})");
+        println!("{name:<12} {:>26} {:>26} {:>26}", cell(floor), cell(totals), cell(full));
+        println!(
+            "{:<12} price_totals: {:.1}× the floor's time per session; checksum {}",
+            "",
+            floor.1 / totals.1,
+            totals.2
+        );
+    }
+    println!("sessions/s are per core (one thread); median of the rounds, best in brackets");
+}
