@@ -161,8 +161,9 @@ fn tariff() -> impl Strategy<Value = Tariff> {
 struct Parts {
     zone: &'static str,
     start: DateTime<Utc>,
-    /// (seconds, Wh with a scale) per meter interval; zero Wh is parking.
-    stretches: Vec<(i64, Decimal)>,
+    /// (seconds, Wh with a scale, extra decimals the reading at its end is written with) per
+    /// meter interval; zero Wh is parking.
+    stretches: Vec<(i64, Decimal, u32)>,
     power: Vec<(i64, i64)>,
     current: Vec<(i64, i64)>,
     /// (seconds before the start it began, seconds it lasted, expired)
@@ -175,7 +176,7 @@ fn parts() -> impl Strategy<Value = Parts> {
         prop::sample::select(ANCHORS.to_vec()),
         0i64..200 * 24 * 60,
         prop::collection::vec(
-            (1i64..4 * 3600, prop_oneof![Just(0i64), 1i64..30_000], 0u32..3),
+            (1i64..4 * 3600, prop_oneof![Just(0i64), 1i64..30_000], 0u32..3, 0u32..3),
             1..8,
         ),
         prop::collection::vec((0i64..8 * 3600, 0i64..22_000), 0..4),
@@ -188,7 +189,7 @@ fn parts() -> impl Strategy<Value = Parts> {
             let start = anchor + TimeDelta::minutes(if minutes % 4 == 0 { minutes } else { minutes % 600 });
             let stretches = stretches
                 .into_iter()
-                .map(|(s, wh, scale)| (s, Decimal::new(wh * 10i64.pow(scale), scale)))
+                .map(|(s, wh, scale, extra)| (s, Decimal::new(wh * 10i64.pow(scale), scale), extra))
                 .collect();
             let mut power: Vec<(i64, i64)> = power;
             power.sort_unstable();
@@ -211,10 +212,13 @@ fn session(p: &Parts) -> Session {
     let (mut at, mut wh) = (p.start, Decimal::new(123_456, 1));
     // An expired reservation is followed by no session: a zero-length one at its end.
     if !expired {
-        for &(seconds, energy) in &p.stretches {
+        for &(seconds, energy, extra) in &p.stretches {
             at += TimeDelta::seconds(seconds);
             wh += energy;
-            meter.push(MeterReading { at, energy_wh: wh });
+            // The same reading written as 12345.6, 12345.60 or 12345.600.
+            let mut written = wh;
+            written.rescale(wh.scale() + extra);
+            meter.push(MeterReading { at, energy_wh: written });
         }
     }
     let samples = |v: &[(i64, i64)]| -> Vec<Sample> {
