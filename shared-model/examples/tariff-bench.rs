@@ -44,10 +44,12 @@ const TARIFF: &str = r#"{
 struct Options {
     sessions: usize,
     rounds: usize,
+    /// Only `price_totals` on the weekday workload, for `perf record`.
+    profile: bool,
 }
 
 fn options() -> Result<Options, String> {
-    let mut o = Options { sessions: 1000, rounds: 9 };
+    let mut o = Options { sessions: 1000, rounds: 9, profile: false };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| -> Result<usize, String> {
@@ -59,8 +61,10 @@ fn options() -> Result<Options, String> {
         match a.as_str() {
             "--sessions" => o.sessions = value("--sessions")?,
             "--rounds" => o.rounds = value("--rounds")?,
+            "--profile" => o.profile = true,
             "-h" | "--help" => {
-                return Err("usage: tariff-bench [--sessions N (default 1000)] [--rounds N of at least 150 ms (default 9)]".into());
+                return Err("usage: tariff-bench [--sessions N (default 1000)] [--rounds N of at least 150 ms (default 9)] \
+                     [--profile (only price_totals on the weekday sessions, to run under perf record)]".into());
             }
             other => return Err(format!("unknown argument {other:?}; try --help")),
         }
@@ -156,6 +160,14 @@ fn main() {
     );
     let mut pricer = Pricer::new();
     let mut before_pricer = tariff_reference::RefPricer::new();
+    if o.profile {
+        let sessions = &workloads[0].1;
+        let (median, best, _) = measure(o.rounds, sessions.len(), || {
+            sessions.iter().map(|s| pricer.price_totals(&tariff, s).expect("bench session prices").total_cost.excl_vat).sum()
+        });
+        println!("weekday price_totals: {median:.0}/s (best {best:.0})");
+        return;
+    }
     for (name, sessions) in &workloads {
         let n = sessions.len();
         let floor = measure(o.rounds, n, || sessions.iter().map(flat_price).sum());

@@ -162,19 +162,35 @@ impl CalendarCache {
 fn overflow() -> TariffError {
     TariffError::Overflow
 }
-fn mul(a: Decimal, b: Decimal) -> Result<Decimal, TariffError> {
-    a.checked_mul(b).ok_or_else(overflow)
+
+/// [`TariffError::Overflow`] as a zero-sized error, so that the arithmetic helpers return
+/// `Result<Decimal, Overflow>` in registers rather than the large `TariffError` through memory.
+#[derive(Debug, Clone, Copy)]
+struct Overflow;
+
+impl From<Overflow> for TariffError {
+    fn from(_: Overflow) -> Self {
+        TariffError::Overflow
+    }
 }
-fn div(a: Decimal, b: Decimal) -> Result<Decimal, TariffError> {
-    a.checked_div(b).ok_or_else(overflow)
+
+#[inline]
+fn mul(a: Decimal, b: Decimal) -> Result<Decimal, Overflow> {
+    a.checked_mul(b).ok_or(Overflow)
 }
-fn add(a: Decimal, b: Decimal) -> Result<Decimal, TariffError> {
-    a.checked_add(b).ok_or_else(overflow)
+#[inline]
+fn div(a: Decimal, b: Decimal) -> Result<Decimal, Overflow> {
+    a.checked_div(b).ok_or(Overflow)
 }
-fn sub(a: Decimal, b: Decimal) -> Result<Decimal, TariffError> {
-    a.checked_sub(b).ok_or_else(overflow)
+#[inline]
+fn add(a: Decimal, b: Decimal) -> Result<Decimal, Overflow> {
+    a.checked_add(b).ok_or(Overflow)
 }
-fn add_price(a: &mut Price, b: Price) -> Result<(), TariffError> {
+#[inline]
+fn sub(a: Decimal, b: Decimal) -> Result<Decimal, Overflow> {
+    a.checked_sub(b).ok_or(Overflow)
+}
+fn add_price(a: &mut Price, b: Price) -> Result<(), Overflow> {
     a.excl_vat = add(a.excl_vat, b.excl_vat)?;
     a.incl_vat = Some(add(a.incl_vat.unwrap_or(a.excl_vat), b.incl_vat.unwrap_or(b.excl_vat))?);
     Ok(())
@@ -212,25 +228,45 @@ fn local(tz: &Tz, ms: i64) -> Result<NaiveDateTime, TariffError> {
 }
 /// Local time for restriction evaluation; skips the zone lookup when no element looks at it
 /// (restrictions then never read it).
-fn local_if_needed(tariff: &CompiledTariff, tz: &Tz, ms: i64) -> Result<LocalTime, TariffError> {
+/// `utc_date` remembers the last UTC day's date, so that consecutive cuts skip the calendar
+/// arithmetic of building the date from a timestamp.
+fn local_if_needed(
+    tariff: &CompiledTariff,
+    tz: &Tz,
+    ms: i64,
+    utc_date: &mut Option<(i64, NaiveDate)>,
+) -> Result<LocalTime, TariffError> {
+    const MS_PER_DAY: i64 = 86_400_000;
     if !tariff.needs_local_time() {
         return Ok(LocalTime::default());
     }
-    let utc = to_utc(ms)?.naive_utc();
+    let (day, in_day) = (ms.div_euclid(MS_PER_DAY), ms.rem_euclid(MS_PER_DAY));
+    let date = match *utc_date {
+        Some((d, date)) if d == day => date,
+        _ => {
+            let date = to_utc(day * MS_PER_DAY)?.date_naive();
+            *utc_date = Some((day, date));
+            date
+        }
+    };
+    // 0 <= in_day < 86 400 000, so both parts fit in u32.
+    let time = NaiveTime::from_num_seconds_from_midnight_opt((in_day / 1000) as u32, (in_day % 1000) as u32 * 1_000_000)
+        .ok_or_else(overflow)?;
+    let utc = NaiveDateTime::new(date, time);
     let offset_s = tz.offset_from_utc_datetime(&utc).fix().local_minus_utc();
     let local_ms = ms.checked_add(i64::from(offset_s) * 1000).ok_or_else(overflow)?;
     Ok(LocalTime::from_local_ms(local_ms))
 }
-fn hours(ms: i64) -> Result<Decimal, TariffError> {
+fn hours(ms: i64) -> Result<Decimal, Overflow> {
     div(Decimal::from(ms), MS_PER_HOUR)
 }
 
 /// Cost excl. and incl. VAT of `quantity / unit` units of `component`.
-fn component_cost(c: &Component, quantity: Decimal, unit: Decimal) -> Result<Price, TariffError> {
+fn component_cost(c: &Component, quantity: Decimal, unit: Decimal) -> Result<Price, Overflow> {
     let excl = div(mul(c.price, quantity)?, unit)?;
     vat(c, excl)
 }
-fn vat(c: &Component, excl: Decimal) -> Result<Price, TariffError> {
+fn vat(c: &Component, excl: Decimal) -> Result<Price, Overflow> {
     let incl = match c.vat_factor {
         // "If omitted, no VAT is applicable."
         None => excl,
@@ -240,7 +276,7 @@ fn vat(c: &Component, excl: Decimal) -> Result<Price, TariffError> {
 }
 
 /// Rounds `total` up to a whole number of `step`s; `step == 0` means no rounding.
-fn ceil_to_step(total: Decimal, step: Decimal) -> Result<Decimal, TariffError> {
+fn ceil_to_step(total: Decimal, step: Decimal) -> Result<Decimal, Overflow> {
     if step.is_zero() {
         return Ok(total);
     }
@@ -456,10 +492,11 @@ impl Pricer {
         self.cuts.sort_unstable();
         self.cuts.dedup();
         let mut any = false;
+        let mut utc_date = None;
         for i in 0..self.cuts.len() - 1 {
             let (a, b) = (self.cuts[i], self.cuts[i + 1]);
             let ctx = Context {
-                local: local_if_needed(tariff, &session.time_zone, a)?,
+                local: local_if_needed(tariff, &session.time_zone, a, &mut utc_date)?,
                 energy_wh: Decimal::ZERO,
                 elapsed_ms: a - lo,
                 power_kw: None,
@@ -528,6 +565,7 @@ impl Pricer {
 
         let (meter_ms, meter_wh) = (&self.meter_ms, &self.meter_wh);
         let mut any = false;
+        let mut utc_date = None;
         let mut j = 0; // meter interval [j, j+1] containing the current cut
         let mut de_of = usize::MAX; // the interval `de` was computed for
         let mut de = Decimal::ZERO;
@@ -546,7 +584,7 @@ impl Pricer {
             }
             // Interpolated energies are kept to the µWh, so that period energies add up exactly
             // (a sum 1e-25 Wh over a step_size multiple would otherwise bill a whole extra step).
-            let energy_at = |t: i64| -> Result<Decimal, TariffError> {
+            let energy_at = |t: i64| -> Result<Decimal, Overflow> {
                 if t1 == t0 || de.is_zero() || t == t0 {
                     return Ok(meter_wh[j]);
                 }
@@ -573,7 +611,7 @@ impl Pricer {
             };
             let current_a = cur.checked_sub(1).map(|k| session.current_a[k].value);
             let ctx = Context {
-                local: local_if_needed(tariff, &session.time_zone, a)?,
+                local: local_if_needed(tariff, &session.time_zone, a, &mut utc_date)?,
                 energy_wh: ea,
                 elapsed_ms: a - lo,
                 power_kw,
