@@ -108,31 +108,44 @@ fn thread_cpu_time() -> Option<Duration> {
 /// ticks (4 ms), so a round must be long for that not to matter.
 const ROUND: Duration = Duration::from_millis(150);
 
-/// Median and best of `rounds` timings of `f` over all `n` sessions, as sessions per second of
-/// this thread's CPU time (or of wall-clock time where that cannot be read). Each round calls
-/// `f` as many times as fit in [`ROUND`].
-fn measure(rounds: usize, n: usize, mut f: impl FnMut() -> Decimal) -> (f64, f64, Decimal) {
+/// Median and best of `rounds` timings of each of `fs` over all `n` sessions, as sessions per
+/// second of this thread's CPU time (or of wall-clock time where that cannot be read), and the
+/// last checksum of each. Each round calls each `f` as many times as fit in [`ROUND`]; the
+/// rounds of the different `fs` alternate, so a burst of load elsewhere on the machine hits
+/// them alike.
+fn measure(rounds: usize, n: usize, fs: &mut [&mut dyn FnMut() -> Decimal]) -> Vec<(f64, f64, Decimal)> {
     // Warm-up (buffers grown, caches filled) and calibration.
-    let started = Instant::now();
-    let mut checksum = f();
-    let once = started.elapsed().max(Duration::from_micros(1));
-    let reps = (ROUND.as_secs_f64() / once.as_secs_f64()).ceil().max(1.0) as u32;
-    let mut times: Vec<Duration> = (0..rounds)
-        .map(|_| {
+    let mut reps = Vec::with_capacity(fs.len());
+    let mut checksums = Vec::with_capacity(fs.len());
+    for f in fs.iter_mut() {
+        let started = Instant::now();
+        checksums.push(f());
+        let once = started.elapsed().max(Duration::from_micros(1));
+        reps.push((ROUND.as_secs_f64() / once.as_secs_f64()).ceil().max(1.0) as u32);
+    }
+    let mut times = vec![Vec::with_capacity(rounds); fs.len()];
+    for _ in 0..rounds {
+        for (k, f) in fs.iter_mut().enumerate() {
             let (cpu, wall) = (thread_cpu_time(), Instant::now());
-            for _ in 0..reps {
-                checksum = black_box(f());
+            for _ in 0..reps[k] {
+                checksums[k] = black_box(f());
             }
             let spent = match (cpu, thread_cpu_time()) {
                 (Some(a), Some(b)) if b > a => b - a,
                 _ => wall.elapsed(),
             };
-            spent / reps
-        })
-        .collect();
-    times.sort();
+            times[k].push(spent / reps[k]);
+        }
+    }
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
-    (rate(times[times.len() / 2]), rate(times[0]), checksum)
+    times
+        .into_iter()
+        .zip(checksums)
+        .map(|(mut t, checksum)| {
+            t.sort();
+            (rate(t[t.len() / 2]), rate(t[0]), checksum)
+        })
+        .collect()
 }
 
 fn main() {
@@ -159,36 +172,46 @@ fn main() {
         "workload", "floor (flat Decimal)", "price_totals before", "price_totals", "price (full CDR)"
     );
     let mut pricer = Pricer::new();
+    let mut full_pricer = Pricer::new();
     let mut before_pricer = tariff_reference::RefPricer::new();
     if o.profile {
         let sessions = &workloads[0].1;
-        let (median, best, _) = measure(o.rounds, sessions.len(), || {
+        let (median, best, _) = measure(o.rounds, sessions.len(), &mut [&mut || {
             sessions.iter().map(|s| pricer.price_totals(&tariff, s).expect("bench session prices").total_cost.excl_vat).sum()
-        });
+        }])[0];
         println!("weekday price_totals: {median:.0}/s (best {best:.0})");
         return;
     }
     for (name, sessions) in &workloads {
         let n = sessions.len();
-        let floor = measure(o.rounds, n, || sessions.iter().map(flat_price).sum());
-        let before = measure(o.rounds, n, || {
-            sessions
-                .iter()
-                .map(|s| before_pricer.price_totals(&reference, s).expect("bench session prices").total_cost.excl_vat)
-                .sum()
-        });
-        let totals = measure(o.rounds, n, || {
-            sessions
-                .iter()
-                .map(|s| pricer.price_totals(&tariff, s).expect("bench session prices").total_cost.excl_vat)
-                .sum()
-        });
-        let full = measure(o.rounds, n, || {
-            sessions
-                .iter()
-                .map(|s| pricer.price(&tariff, s).expect("bench session prices").totals.total_cost.excl_vat)
-                .sum()
-        });
+        let figures = measure(
+            o.rounds,
+            n,
+            &mut [
+                &mut || sessions.iter().map(flat_price).sum(),
+                &mut || {
+                    sessions
+                        .iter()
+                        .map(|s| {
+                            before_pricer.price_totals(&reference, s).expect("bench session prices").total_cost.excl_vat
+                        })
+                        .sum()
+                },
+                &mut || {
+                    sessions
+                        .iter()
+                        .map(|s| pricer.price_totals(&tariff, s).expect("bench session prices").total_cost.excl_vat)
+                        .sum()
+                },
+                &mut || {
+                    sessions
+                        .iter()
+                        .map(|s| full_pricer.price(&tariff, s).expect("bench session prices").totals.total_cost.excl_vat)
+                        .sum()
+                },
+            ],
+        );
+        let (floor, before, totals, full) = (figures[0], figures[1], figures[2], figures[3]);
         assert_eq!(totals.2, full.2, "price and price_totals disagree");
         assert_eq!(totals.2, before.2, "the fast path and the engine before it disagree");
         let cell = |(median, best, _): (f64, f64, Decimal)| format!("{median:>9.0}/s (best {best:>7.0})");

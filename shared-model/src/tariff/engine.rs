@@ -182,12 +182,41 @@ fn mul(a: Decimal, b: Decimal) -> Result<Decimal, Overflow> {
 fn div(a: Decimal, b: Decimal) -> Result<Decimal, Overflow> {
     a.checked_div(b).ok_or(Overflow)
 }
+/// Non-negative with a mantissa below 2^64: the meter energies and most amounts.
+#[inline]
+fn small(d: Decimal) -> Option<u64> {
+    if d.is_sign_negative() {
+        return None;
+    }
+    u64::try_from(d.mantissa()).ok()
+}
+/// A non-negative result with a mantissa below 2^64 at `scale`.
+#[inline]
+fn from_small(m: u64, scale: u32) -> Decimal {
+    // Truncations intended: the two 32-bit words of m.
+    Decimal::from_parts(m as u32, (m >> 32) as u32, 0, false, scale)
+}
+/// `a + b`; operands of one scale with small mantissas (the common case: meter energies in Wh,
+/// pieces of one period) are added as integers, giving the decimal rust_decimal would.
 #[inline]
 fn add(a: Decimal, b: Decimal) -> Result<Decimal, Overflow> {
+    if a.scale() == b.scale()
+        && let (Some(x), Some(y)) = (small(a), small(b))
+        && let Some(s) = x.checked_add(y)
+    {
+        return Ok(from_small(s, a.scale()));
+    }
     a.checked_add(b).ok_or(Overflow)
 }
+/// `a - b`, as integers when both are of one scale, small, and `a >= b` (see [`add`]).
 #[inline]
 fn sub(a: Decimal, b: Decimal) -> Result<Decimal, Overflow> {
+    if a.scale() == b.scale()
+        && let (Some(x), Some(y)) = (small(a), small(b))
+        && x >= y
+    {
+        return Ok(from_small(x - y, a.scale()));
+    }
     a.checked_sub(b).ok_or(Overflow)
 }
 fn add_price(a: &mut Price, b: Price) -> Result<(), Overflow> {
@@ -626,7 +655,7 @@ impl Pricer {
                 && last.end_ms == a
             {
                 last.end_ms = b;
-                last.energy_wh += energy_wh;
+                last.energy_wh = add(last.energy_wh, energy_wh)?;
                 continue;
             }
             self.periods.push(RawPeriod {
@@ -857,5 +886,38 @@ mod tests {
             }
         }
         assert_eq!(checked, 600_000);
+    }
+
+    #[test]
+    fn integer_add_and_sub_are_rust_decimals_bit_for_bit() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let decimal = |next: &mut dyn FnMut() -> u64| {
+            let bits = next() % 97;
+            let m = (u128::from(next()) << 64 | u128::from(next())) & ((1u128 << bits) - 1);
+            let scale = (next() % 5) as u32;
+            Decimal::from_parts(m as u32, (m >> 32) as u32, (m >> 64) as u32, next() % 8 == 0, scale)
+        };
+        for i in 0..200_000 {
+            let a = decimal(&mut next);
+            // Often equal, often of the same scale, to reach the integer paths and zero results.
+            let b = match i % 3 {
+                0 => a,
+                1 => {
+                    let mut b = decimal(&mut next);
+                    b.rescale(a.scale());
+                    b
+                }
+                _ => decimal(&mut next),
+            };
+            for (got, expected) in [(add(a, b), a.checked_add(b)), (sub(a, b), a.checked_sub(b))] {
+                assert_eq!(got.ok().map(|d| d.serialize()), expected.map(|d| d.serialize()), "{a:?}, {b:?}");
+            }
+        }
     }
 }
