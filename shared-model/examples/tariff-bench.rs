@@ -63,8 +63,11 @@ fn options() -> Result<Options, String> {
             "--rounds" => o.rounds = value("--rounds")?,
             "--profile" => o.profile = true,
             "-h" | "--help" => {
-                return Err("usage: tariff-bench [--sessions N (default 1000)] [--rounds N of at least 150 ms (default 9)] \
-                     [--profile (only price_totals on the weekday sessions, to run under perf record)]".into());
+                return Err(
+                    "usage: tariff-bench [--sessions N (default 1000)] [--rounds N of at least 150 ms (default 9)] \
+                     [--profile (only price_totals on the weekday sessions, to run under perf record)]"
+                        .into(),
+                );
             }
             other => return Err(format!("unknown argument {other:?}; try --help")),
         }
@@ -176,9 +179,16 @@ fn main() {
     let mut before_pricer = tariff_reference::RefPricer::new();
     if o.profile {
         let sessions = &workloads[0].1;
-        let (median, best, _) = measure(o.rounds, sessions.len(), &mut [&mut || {
-            sessions.iter().map(|s| pricer.price_totals(&tariff, s).expect("bench session prices").total_cost.excl_vat).sum()
-        }])[0];
+        let (median, best, _) = measure(
+            o.rounds,
+            sessions.len(),
+            &mut [&mut || {
+                sessions
+                    .iter()
+                    .map(|s| pricer.price_totals(&tariff, s).expect("bench session prices").total_cost.excl_vat)
+                    .sum()
+            }],
+        )[0];
         println!("weekday price_totals: {median:.0}/s (best {best:.0})");
         return;
     }
@@ -206,7 +216,9 @@ fn main() {
                 &mut || {
                     sessions
                         .iter()
-                        .map(|s| full_pricer.price(&tariff, s).expect("bench session prices").totals.total_cost.excl_vat)
+                        .map(|s| {
+                            full_pricer.price(&tariff, s).expect("bench session prices").totals.total_cost.excl_vat
+                        })
                         .sum()
                 },
             ],

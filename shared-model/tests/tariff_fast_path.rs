@@ -10,8 +10,9 @@ use chrono::{DateTime, NaiveDate, NaiveTime, TimeDelta, Utc};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 use shared_model::tariff::{
-    CompiledTariff, DayOfWeek, LocalDate, MeterReading, Price, PriceComponent, Pricer, ReservationRestrictionType,
-    Reservation, Sample, Session, Tariff, TariffDimensionType, TariffElement, TariffRestrictions, TimeOfDay,
+    CompiledTariff, DayOfWeek, LocalDate, MeterReading, Price, PriceComponent, Pricer, Reservation,
+    ReservationRestrictionType, Sample, Session, Tariff, TariffDimensionType, TariffElement, TariffRestrictions,
+    TimeOfDay,
 };
 use tariff_reference::{RefPricer, RefTariff};
 
@@ -41,7 +42,11 @@ fn component() -> impl Strategy<Value = PriceComponent> {
     (
         0usize..4,
         decimal(500),
-        proptest::option::of(prop_oneof![Just(Decimal::from(21)), Just(Decimal::new(95, 1)), (0i64..30).prop_map(Decimal::from)]),
+        proptest::option::of(prop_oneof![
+            Just(Decimal::from(21)),
+            Just(Decimal::new(95, 1)),
+            (0i64..30).prop_map(Decimal::from)
+        ]),
         prop::sample::select(vec![0u64, 1, 7, 60, 100, 300, 900, 1000]),
     )
         .prop_map(|(kind, price, vat, step_size)| PriceComponent {
@@ -175,10 +180,7 @@ fn parts() -> impl Strategy<Value = Parts> {
         prop::sample::select(ZONES.to_vec()),
         prop::sample::select(ANCHORS.to_vec()),
         0i64..200 * 24 * 60,
-        prop::collection::vec(
-            (1i64..4 * 3600, prop_oneof![Just(0i64), 1i64..30_000], 0u32..3, 0u32..3),
-            1..8,
-        ),
+        prop::collection::vec((1i64..4 * 3600, prop_oneof![Just(0i64), 1i64..30_000], 0u32..3, 0u32..3), 1..8),
         prop::collection::vec((0i64..8 * 3600, 0i64..22_000), 0..4),
         prop::collection::vec((0i64..8 * 3600, 0i64..64), 0..4),
         proptest::option::of((0i64..3600, 1i64..3600, 0u8..4)),

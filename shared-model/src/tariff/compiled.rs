@@ -322,7 +322,12 @@ impl CompiledTariff {
         if out.elements.len() > usize::from(u16::MAX) {
             return Err(invalid(format!("it has {} elements; at most 65535 are supported", out.elements.len())));
         }
-        let kinds = [(Phase::Charging, false), (Phase::Parking, false), (Phase::Reservation, false), (Phase::Reservation, true)];
+        let kinds = [
+            (Phase::Charging, false),
+            (Phase::Parking, false),
+            (Phase::Reservation, false),
+            (Phase::Reservation, true),
+        ];
         for (list, (phase, expired)) in out.candidates.iter_mut().zip(kinds) {
             for (i, e) in out.elements.iter().enumerate() {
                 if e.restrictions.admits(phase, expired) {

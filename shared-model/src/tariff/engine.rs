@@ -279,8 +279,9 @@ fn local_if_needed(
         }
     };
     // 0 <= in_day < 86 400 000, so both parts fit in u32.
-    let time = NaiveTime::from_num_seconds_from_midnight_opt((in_day / 1000) as u32, (in_day % 1000) as u32 * 1_000_000)
-        .ok_or_else(overflow)?;
+    let time =
+        NaiveTime::from_num_seconds_from_midnight_opt((in_day / 1000) as u32, (in_day % 1000) as u32 * 1_000_000)
+            .ok_or_else(overflow)?;
     let utc = NaiveDateTime::new(date, time);
     let offset_s = tz.offset_from_utc_datetime(&utc).fix().local_minus_utc();
     let local_ms = ms.checked_add(i64::from(offset_s) * 1000).ok_or_else(overflow)?;
@@ -901,7 +902,7 @@ mod tests {
             let bits = next() % 97;
             let m = (u128::from(next()) << 64 | u128::from(next())) & ((1u128 << bits) - 1);
             let scale = (next() % 5) as u32;
-            Decimal::from_parts(m as u32, (m >> 32) as u32, (m >> 64) as u32, next() % 8 == 0, scale)
+            Decimal::from_parts(m as u32, (m >> 32) as u32, (m >> 64) as u32, next().is_multiple_of(8), scale)
         };
         for i in 0..200_000 {
             let a = decimal(&mut next);

@@ -3,9 +3,9 @@
 //! into numbers and bit masks, components indexed by dimension, and the list of instants
 //! where a restriction can start or stop applying.
 
-use shared_model::tariff::{Phase, Price, ReservationRestrictionType, Tariff, TariffDimensionType, TariffError};
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use rust_decimal::Decimal;
+use shared_model::tariff::{Phase, Price, ReservationRestrictionType, Tariff, TariffDimensionType, TariffError};
 
 /// Index of each priced dimension in per-dimension arrays.
 pub const FLAT: usize = 0;

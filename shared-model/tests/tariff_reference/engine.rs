@@ -3,12 +3,13 @@
 //! costs per component with its VAT → min/max price.
 
 use super::compiled::{Component, Context, ENERGY, FLAT, PARKING, RefTariff as CompiledTariff, TIME};
-use shared_model::tariff::{
-    CdrDimension, CdrDimensionType, ChargingPeriod, PeriodCost, Phase, Price, PricedSession, Session, TariffError, Totals,
-};
 use chrono::{DateTime, Days, LocalResult, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use rust_decimal::{Decimal, RoundingStrategy};
+use shared_model::tariff::{
+    CdrDimension, CdrDimensionType, ChargingPeriod, PeriodCost, Phase, Price, PricedSession, Session, TariffError,
+    Totals,
+};
 
 const MS_PER_HOUR: Decimal = Decimal::from_parts(3_600_000, 0, 0, false, 0);
 const WH_PER_KWH: Decimal = Decimal::from_parts(1000, 0, 0, false, 0);
