@@ -237,6 +237,10 @@ fn session(p: &Parts) -> Session {
     s
 }
 
+thread_local! {
+    static SHARED: std::cell::RefCell<Pricer> = std::cell::RefCell::new(Pricer::new());
+}
+
 /// Equal value and equal representation: Debug prints each decimal with its scale.
 fn same<T: std::fmt::Debug + PartialEq>(fast: &T, reference: &T) -> Result<(), TestCaseError> {
     prop_assert_eq!(fast, reference);
@@ -260,6 +264,10 @@ proptest! {
         same(&totals, &reference.clone().map(|r| r.totals))?;
         let full = pricer.price(&compiled, &s);
         same(&full, &reference)?;
+        // And one pricer for every case of the run: its per-day cache of boundaries has seen
+        // other tariffs, zones and days before this one.
+        let shared = SHARED.with(|p| p.borrow_mut().price(&compiled, &s));
+        same(&shared, &reference)?;
     }
 
     #[test]
