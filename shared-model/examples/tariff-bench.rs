@@ -165,15 +165,11 @@ fn main() {
     let workloads = [
         // The throughput test's sessions: from Monday 4 March 2024, 08:00 in Amsterdam.
         ("weekday", sessions("2024-03-04T07:00:00Z", o.sessions)),
-        // Across the spring-forward night (31 March 2024) and back, then the autumn one.
+        // From 29 March 2024, across Amsterdam's spring-forward night (31 March, 02:00 → 03:00).
         ("dst-spring", sessions("2024-03-29T12:00:00Z", o.sessions)),
+        // From 25 October 2024, across its fall-back night (27 October, 03:00 → 02:00).
         ("dst-autumn", sessions("2024-10-25T12:00:00Z", o.sessions)),
     ];
-    println!("tariff-bench: {} sessions × {} rounds per figure, one thread, Europe/Amsterdam", o.sessions, o.rounds);
-    println!(
-        "{:<12} {:>26} {:>26} {:>26} {:>26}",
-        "workload", "floor (flat Decimal)", "price_totals before", "price_totals", "price (full CDR)"
-    );
     let mut pricer = Pricer::new();
     let mut full_pricer = Pricer::new();
     let mut before_pricer = tariff_reference::RefPricer::new();
@@ -192,6 +188,11 @@ fn main() {
         println!("weekday price_totals: {median:.0}/s (best {best:.0})");
         return;
     }
+    println!("tariff-bench: {} sessions × {} rounds per figure, one thread, Europe/Amsterdam", o.sessions, o.rounds);
+    println!(
+        "{:<12} {:>26} {:>26} {:>26} {:>26}",
+        "workload", "floor (flat Decimal)", "price_totals before", "price_totals", "price (full CDR)"
+    );
     for (name, sessions) in &workloads {
         let n = sessions.len();
         let figures = measure(
