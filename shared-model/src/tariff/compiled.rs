@@ -4,7 +4,7 @@
 
 use super::model::{Price, ReservationRestrictionType, Tariff, TariffDimensionType};
 use super::{Phase, TariffError};
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, Timelike, Utc};
 use rust_decimal::Decimal;
 
 /// Index of each priced dimension in per-dimension arrays.
@@ -34,18 +34,55 @@ pub(crate) struct Component {
     pub step_size: u64,
 }
 
+/// A local date and time of day as integers, for restriction checks without calendar math.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LocalTime {
+    /// Days since 1970-01-01 (local).
+    pub day: i64,
+    /// Time of day as [`time_key`] orders it.
+    pub time: u64,
+}
+
+const UNIX_EPOCH_DAYS_FROM_CE: i64 = 719_163;
+
+/// `NaiveTime`'s order as one integer: seconds of the day, then the fraction (which may reach
+/// 2·10⁹ for a leap second, so it gets 31 bits).
+pub(crate) fn time_key(t: NaiveTime) -> u64 {
+    (u64::from(t.num_seconds_from_midnight()) << 31) | u64::from(t.nanosecond())
+}
+
+/// Days since 1970-01-01.
+pub(crate) fn day_number(d: NaiveDate) -> i64 {
+    i64::from(d.num_days_from_ce()) - UNIX_EPOCH_DAYS_FROM_CE
+}
+
+impl LocalTime {
+    /// The local time `local_ms` milliseconds after local 1970-01-01 00:00.
+    pub(crate) fn from_local_ms(local_ms: i64) -> Self {
+        const MS_PER_DAY: i64 = 86_400_000;
+        let ms = local_ms.rem_euclid(MS_PER_DAY);
+        // ms < 86 400 000, so both parts fit.
+        let (secs, frac_ns) = ((ms / 1000) as u64, (ms % 1000) as u64 * 1_000_000);
+        LocalTime { day: local_ms.div_euclid(MS_PER_DAY), time: (secs << 31) | frac_ns }
+    }
+
+    /// Monday = 0.
+    fn weekday(self) -> u32 {
+        // 1970-01-01 was a Thursday (3).
+        (self.day + 3).rem_euclid(7) as u32
+    }
+}
+
 /// What the restrictions are evaluated against at the start of a period.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Context {
-    pub local: NaiveDateTime,
+    pub local: LocalTime,
     /// Energy consumed since the session started, Wh.
     pub energy_wh: Decimal,
     /// Time since the session (or reservation) started, ms.
     pub elapsed_ms: i64,
     pub power_kw: Option<Decimal>,
     pub current_a: Option<Decimal>,
-    pub phase: Phase,
-    pub reservation_expired: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -65,6 +102,11 @@ struct Restrictions {
     /// Bit `n` set: active on weekday `n` (Monday = 0). Zero: every day.
     days: u8,
     reservation: Option<ReservationRestrictionType>,
+    /// `start_time`, `end_time` as [`time_key`]s, `start_date`, `end_date` as [`day_number`]s.
+    start_key: Option<u64>,
+    end_key: Option<u64>,
+    start_day: Option<i64>,
+    end_day: Option<i64>,
 }
 
 fn in_range(v: Decimal, min: Option<Decimal>, max: Option<Decimal>) -> bool {
@@ -72,22 +114,25 @@ fn in_range(v: Decimal, min: Option<Decimal>, max: Option<Decimal>) -> bool {
 }
 
 impl Restrictions {
-    /// All set restrictions hold (OCPI: "treated as a logical AND"). Lower bounds are
-    /// inclusive and upper bounds exclusive, so `max_current: 32` and `min_current: 32` in the
-    /// same tariff split the range without overlap or gap.
-    fn matches(&self, c: &Context) -> bool {
-        let reservation_ok = match (self.reservation, c.phase) {
+    /// Whether the reservation restriction lets the element price a period of `phase`
+    /// (OCPI 2.2.1 §11.4.6: reservation elements price reservations only, and the others never).
+    fn admits(&self, phase: Phase, reservation_expired: bool) -> bool {
+        match (self.reservation, phase) {
             (None, Phase::Reservation) => false,
             (None, _) => true,
             (Some(ReservationRestrictionType::Reservation), Phase::Reservation) => true,
-            (Some(ReservationRestrictionType::ReservationExpires), Phase::Reservation) => c.reservation_expired,
+            (Some(ReservationRestrictionType::ReservationExpires), Phase::Reservation) => reservation_expired,
             (Some(_), _) => false,
-        };
-        if !reservation_ok {
-            return false;
         }
-        let t = c.local.time();
-        let time_ok = match (self.start_time, self.end_time) {
+    }
+
+    /// All set restrictions other than the reservation one hold (OCPI: "treated as a logical
+    /// AND"); [`CompiledTariff::candidates`] has already applied that one. Lower bounds are
+    /// inclusive and upper bounds exclusive, so `max_current: 32` and `min_current: 32` in the
+    /// same tariff split the range without overlap or gap.
+    fn matches(&self, c: &Context) -> bool {
+        let t = c.local.time;
+        let time_ok = match (self.start_key, self.end_key) {
             (Some(s), Some(e)) if s < e => s <= t && t < e,
             // A window that wraps past midnight, e.g. 22:00–06:00.
             (Some(s), Some(e)) if s > e => t >= s || t < e,
@@ -99,14 +144,14 @@ impl Restrictions {
         if !time_ok {
             return false;
         }
-        let d = c.local.date();
-        if self.start_date.is_some_and(|s| d < s) || self.end_date.is_some_and(|e| d >= e) {
+        let d = c.local.day;
+        if self.start_day.is_some_and(|s| d < s) || self.end_day.is_some_and(|e| d >= e) {
             return false;
         }
-        if self.days != 0 && self.days & (1 << d.weekday().num_days_from_monday()) == 0 {
+        if self.days != 0 && self.days & (1 << c.local.weekday()) == 0 {
             return false;
         }
-        if !in_range(c.energy_wh, self.min_wh, self.max_wh) {
+        if (self.min_wh.is_some() || self.max_wh.is_some()) && !in_range(c.energy_wh, self.min_wh, self.max_wh) {
             return false;
         }
         if self.min_ms.is_some_and(|m| c.elapsed_ms < m) || self.max_ms.is_some_and(|m| c.elapsed_ms >= m) {
@@ -161,6 +206,10 @@ pub struct CompiledTariff {
     pub(crate) uses_calendar: bool,
     /// Some element restricts power, so the engine needs the power of each period.
     pub(crate) uses_power: bool,
+    /// Per kind of period, the elements whose reservation restriction lets them apply, in
+    /// tariff order, with a mask of the dimensions they have components for: charging,
+    /// parking, reservation, expired reservation ([`CompiledTariff::candidates`]).
+    candidates: [Vec<(u16, u8)>; 4],
 }
 
 impl CompiledTariff {
@@ -196,6 +245,7 @@ impl CompiledTariff {
             time_edges: Vec::new(),
             uses_calendar: false,
             uses_power: false,
+            candidates: Default::default(),
         };
         for (i, element) in tariff.elements.iter().enumerate() {
             if element.price_components.is_empty() {
@@ -257,6 +307,10 @@ impl CompiledTariff {
                 max_ms: ms(r.max_duration)?,
                 days: r.day_of_week.iter().fold(0u8, |m, d| m | 1 << d.to_weekday().num_days_from_monday()),
                 reservation: r.reservation,
+                start_key: r.start_time.map(|t| time_key(t.0)),
+                end_key: r.end_time.map(|t| time_key(t.0)),
+                start_day: r.start_date.map(|d| day_number(d.0)),
+                end_day: r.end_date.map(|d| day_number(d.0)),
             };
             out.energy_edges_wh.extend(compiled.min_wh.iter().chain(compiled.max_wh.iter()).copied());
             out.duration_edges_ms.extend(compiled.min_ms.iter().chain(compiled.max_ms.iter()).copied());
@@ -265,6 +319,24 @@ impl CompiledTariff {
             out.uses_calendar |= compiled.days != 0 || compiled.start_date.is_some() || compiled.end_date.is_some();
             out.elements.push(Element { components, restrictions: compiled });
         }
+        if out.elements.len() > usize::from(u16::MAX) {
+            return Err(invalid(format!("it has {} elements; at most 65535 are supported", out.elements.len())));
+        }
+        let kinds = [
+            (Phase::Charging, false),
+            (Phase::Parking, false),
+            (Phase::Reservation, false),
+            (Phase::Reservation, true),
+        ];
+        for (list, (phase, expired)) in out.candidates.iter_mut().zip(kinds) {
+            for (i, e) in out.elements.iter().enumerate() {
+                if e.restrictions.admits(phase, expired) {
+                    let mask = e.components.iter().enumerate().fold(0u8, |m, (d, c)| m | u8::from(c.is_some()) << d);
+                    // i < 65536, checked above.
+                    list.push((i as u16, mask));
+                }
+            }
+        }
         out.energy_edges_wh.sort_unstable();
         out.energy_edges_wh.dedup();
         out.duration_edges_ms.sort_unstable();
@@ -272,6 +344,23 @@ impl CompiledTariff {
         out.time_edges.sort_unstable();
         out.time_edges.dedup();
         Ok(out)
+    }
+
+    /// The elements that can apply to a period of `phase` (after a reservation that
+    /// `reservation_expired`), with the mask of dimensions each has components for.
+    pub(crate) fn candidates(&self, phase: Phase, reservation_expired: bool) -> &[(u16, u8)] {
+        let k = match (phase, reservation_expired) {
+            (Phase::Charging, _) => 0,
+            (Phase::Parking, _) => 1,
+            (Phase::Reservation, false) => 2,
+            (Phase::Reservation, true) => 3,
+        };
+        &self.candidates[k]
+    }
+
+    /// Whether some element looks at the local time, date or weekday.
+    pub(crate) fn needs_local_time(&self) -> bool {
+        !self.time_edges.is_empty() || self.uses_calendar
     }
 
     /// The tariff's OCPI id.

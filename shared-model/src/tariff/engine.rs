@@ -1,11 +1,11 @@
 //! The pricing engine: session timeline → periods split at every price boundary → step_size →
 //! costs per component with its VAT → min/max price.
 
-use super::compiled::{Component, Context, ENERGY, FLAT, PARKING, TIME};
+use super::compiled::{Component, Context, ENERGY, FLAT, LocalTime, PARKING, TIME, day_number};
 use super::model::{CdrDimension, CdrDimensionType, ChargingPeriod, Price};
 use super::session::Session;
 use super::{CompiledTariff, TariffError};
-use chrono::{DateTime, Days, LocalResult, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Days, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 use rust_decimal::{Decimal, RoundingStrategy};
 
@@ -95,35 +95,156 @@ struct RawPeriod {
 }
 
 /// Reusable pricing state. Holds scratch buffers so that pricing many sessions in a row does
-/// not allocate once the buffers have grown; one per thread.
+/// not allocate once the buffers have grown, and a cache of the instants at which each recent
+/// local day's restriction boundaries fall; one per thread.
 #[derive(Debug, Default)]
 pub struct Pricer {
     cuts: Vec<i64>,
     periods: Vec<RawPeriod>,
+    /// The session's meter readings: instants in ms, and energy since the first reading.
+    meter_ms: Vec<i64>,
+    meter_wh: Vec<Decimal>,
+    calendar: CalendarCache,
+}
+
+/// Local days kept in the [`CalendarCache`]; sessions priced in time order (as billing does)
+/// find their days there, and a 64-day window covers any burst of them.
+const CALENDAR_SLOTS: usize = 64;
+
+/// The UTC instants of each recent local day's midnight and restriction times, per zone, for
+/// the boundaries the current tariff has (`local_instants`, which walks DST gaps minute by
+/// minute, is the expensive part of cutting a session). Direct-mapped on the day number;
+/// cleared when a tariff with other boundaries comes along.
+#[derive(Debug, Default)]
+struct CalendarCache {
+    midnight: bool,
+    edges: Vec<NaiveTime>,
+    slots: Vec<DaySlot>,
+}
+
+#[derive(Debug, Default)]
+struct DaySlot {
+    key: Option<(Tz, i64)>,
+    /// Every instant at which local midnight (when `midnight`) and each of `edges` occur on
+    /// that day, in that order, unfiltered.
+    instants: Vec<i64>,
+}
+
+impl CalendarCache {
+    fn instants(&mut self, tariff: &CompiledTariff, tz: &Tz, day: NaiveDate) -> &[i64] {
+        if self.midnight != tariff.uses_calendar || self.edges != tariff.time_edges {
+            self.midnight = tariff.uses_calendar;
+            self.edges.clone_from(&tariff.time_edges);
+            for slot in &mut self.slots {
+                slot.key = None;
+            }
+        }
+        if self.slots.is_empty() {
+            self.slots.resize_with(CALENDAR_SLOTS, DaySlot::default);
+        }
+        let n = day_number(day);
+        // rem_euclid of a positive modulus is in 0..CALENDAR_SLOTS.
+        let slot = &mut self.slots[n.rem_euclid(CALENDAR_SLOTS as i64) as usize];
+        if slot.key != Some((*tz, n)) {
+            slot.instants.clear();
+            if self.midnight {
+                local_instants(tz, day.and_time(NaiveTime::MIN), &mut slot.instants, i64::MIN, i64::MAX);
+            }
+            for &t in &self.edges {
+                local_instants(tz, day.and_time(t), &mut slot.instants, i64::MIN, i64::MAX);
+            }
+            slot.key = Some((*tz, n));
+        }
+        &slot.instants
+    }
 }
 
 fn overflow() -> TariffError {
     TariffError::Overflow
 }
-fn mul(a: Decimal, b: Decimal) -> Result<Decimal, TariffError> {
-    a.checked_mul(b).ok_or_else(overflow)
+
+/// [`TariffError::Overflow`] as a zero-sized error, so that the arithmetic helpers return
+/// `Result<Decimal, Overflow>` in registers rather than the large `TariffError` through memory.
+#[derive(Debug, Clone, Copy)]
+struct Overflow;
+
+impl From<Overflow> for TariffError {
+    fn from(_: Overflow) -> Self {
+        TariffError::Overflow
+    }
 }
-fn div(a: Decimal, b: Decimal) -> Result<Decimal, TariffError> {
-    a.checked_div(b).ok_or_else(overflow)
+
+#[inline]
+fn mul(a: Decimal, b: Decimal) -> Result<Decimal, Overflow> {
+    a.checked_mul(b).ok_or(Overflow)
 }
-fn add(a: Decimal, b: Decimal) -> Result<Decimal, TariffError> {
-    a.checked_add(b).ok_or_else(overflow)
+#[inline]
+fn div(a: Decimal, b: Decimal) -> Result<Decimal, Overflow> {
+    a.checked_div(b).ok_or(Overflow)
 }
-fn sub(a: Decimal, b: Decimal) -> Result<Decimal, TariffError> {
-    a.checked_sub(b).ok_or_else(overflow)
+/// Non-negative with a mantissa below 2^64: the meter energies and most amounts.
+#[inline]
+fn small(d: Decimal) -> Option<u64> {
+    if d.is_sign_negative() {
+        return None;
+    }
+    u64::try_from(d.mantissa()).ok()
 }
-fn add_price(a: &mut Price, b: Price) -> Result<(), TariffError> {
+/// A non-negative result with a mantissa below 2^64 at `scale`.
+#[inline]
+fn from_small(m: u64, scale: u32) -> Decimal {
+    // Truncations intended: the two 32-bit words of m.
+    Decimal::from_parts(m as u32, (m >> 32) as u32, 0, false, scale)
+}
+/// `a + b`; operands of one scale with small mantissas (the common case: meter energies in Wh,
+/// pieces of one period) are added as integers, giving the decimal rust_decimal would.
+#[inline]
+fn add(a: Decimal, b: Decimal) -> Result<Decimal, Overflow> {
+    if a.scale() == b.scale()
+        && let (Some(x), Some(y)) = (small(a), small(b))
+        && let Some(s) = x.checked_add(y)
+    {
+        return Ok(from_small(s, a.scale()));
+    }
+    a.checked_add(b).ok_or(Overflow)
+}
+/// `a - b`, as integers when both are of one scale, small, and `a >= b` (see [`add`]).
+#[inline]
+fn sub(a: Decimal, b: Decimal) -> Result<Decimal, Overflow> {
+    if a.scale() == b.scale()
+        && let (Some(x), Some(y)) = (small(a), small(b))
+        && x >= y
+    {
+        return Ok(from_small(x - y, a.scale()));
+    }
+    a.checked_sub(b).ok_or(Overflow)
+}
+fn add_price(a: &mut Price, b: Price) -> Result<(), Overflow> {
     a.excl_vat = add(a.excl_vat, b.excl_vat)?;
     a.incl_vat = Some(add(a.incl_vat.unwrap_or(a.excl_vat), b.incl_vat.unwrap_or(b.excl_vat))?);
     Ok(())
 }
 fn round(d: Decimal) -> Decimal {
-    d.round_dp_with_strategy(OCPI_DECIMALS, RoundingStrategy::MidpointAwayFromZero)
+    round_half_away(d, OCPI_DECIMALS)
+}
+
+/// `d.round_dp_with_strategy(dp, RoundingStrategy::MidpointAwayFromZero)`, the same decimal
+/// (value, scale and sign), in one 128-bit division instead of rust_decimal's digit-by-digit
+/// loop: quotients of prices by 3 600 000 ms carry 28 digits, and rounding them was a sixth of
+/// the engine's time.
+fn round_half_away(d: Decimal, dp: u32) -> Decimal {
+    let scale = d.scale();
+    if scale <= dp || d.is_zero() {
+        return d.round_dp_with_strategy(dp, RoundingStrategy::MidpointAwayFromZero);
+    }
+    // scale <= 28, so the power fits in a u128; the mantissa is below 2^96.
+    let p = 10u128.pow(scale - dp);
+    let m = d.mantissa().unsigned_abs();
+    let (q, r) = (m / p, m % p);
+    let q = if r >= p - r { q + 1 } else { q };
+    // q <= m < 2^96: the three 32-bit words of the result (truncation intended).
+    let (lo, mid, hi) = (q as u32, (q >> 32) as u32, (q >> 64) as u32);
+    Decimal::from_parts(lo, mid, hi, d.is_sign_negative(), dp)
 }
 fn round_price(p: Price) -> Price {
     Price { excl_vat: round(p.excl_vat), incl_vat: p.incl_vat.map(round) }
@@ -134,23 +255,48 @@ fn to_utc(ms: i64) -> Result<DateTime<Utc>, TariffError> {
 fn local(tz: &Tz, ms: i64) -> Result<NaiveDateTime, TariffError> {
     Ok(to_utc(ms)?.with_timezone(tz).naive_local())
 }
-/// Local time for restriction evaluation; skips the zone lookup when no element looks at it.
-fn local_if_needed(tariff: &CompiledTariff, tz: &Tz, ms: i64) -> Result<NaiveDateTime, TariffError> {
-    if tariff.time_edges.is_empty() && !tariff.uses_calendar {
-        return Ok(to_utc(ms)?.naive_utc());
+/// Local time for restriction evaluation; skips the zone lookup when no element looks at it
+/// (restrictions then never read it).
+/// `utc_date` remembers the last UTC day's date, so that consecutive cuts skip the calendar
+/// arithmetic of building the date from a timestamp.
+fn local_if_needed(
+    tariff: &CompiledTariff,
+    tz: &Tz,
+    ms: i64,
+    utc_date: &mut Option<(i64, NaiveDate)>,
+) -> Result<LocalTime, TariffError> {
+    const MS_PER_DAY: i64 = 86_400_000;
+    if !tariff.needs_local_time() {
+        return Ok(LocalTime::default());
     }
-    local(tz, ms)
+    let (day, in_day) = (ms.div_euclid(MS_PER_DAY), ms.rem_euclid(MS_PER_DAY));
+    let date = match *utc_date {
+        Some((d, date)) if d == day => date,
+        _ => {
+            let date = to_utc(day * MS_PER_DAY)?.date_naive();
+            *utc_date = Some((day, date));
+            date
+        }
+    };
+    // 0 <= in_day < 86 400 000, so both parts fit in u32.
+    let time =
+        NaiveTime::from_num_seconds_from_midnight_opt((in_day / 1000) as u32, (in_day % 1000) as u32 * 1_000_000)
+            .ok_or_else(overflow)?;
+    let utc = NaiveDateTime::new(date, time);
+    let offset_s = tz.offset_from_utc_datetime(&utc).fix().local_minus_utc();
+    let local_ms = ms.checked_add(i64::from(offset_s) * 1000).ok_or_else(overflow)?;
+    Ok(LocalTime::from_local_ms(local_ms))
 }
-fn hours(ms: i64) -> Result<Decimal, TariffError> {
+fn hours(ms: i64) -> Result<Decimal, Overflow> {
     div(Decimal::from(ms), MS_PER_HOUR)
 }
 
 /// Cost excl. and incl. VAT of `quantity / unit` units of `component`.
-fn component_cost(c: &Component, quantity: Decimal, unit: Decimal) -> Result<Price, TariffError> {
+fn component_cost(c: &Component, quantity: Decimal, unit: Decimal) -> Result<Price, Overflow> {
     let excl = div(mul(c.price, quantity)?, unit)?;
     vat(c, excl)
 }
-fn vat(c: &Component, excl: Decimal) -> Result<Price, TariffError> {
+fn vat(c: &Component, excl: Decimal) -> Result<Price, Overflow> {
     let incl = match c.vat_factor {
         // "If omitted, no VAT is applicable."
         None => excl,
@@ -160,7 +306,7 @@ fn vat(c: &Component, excl: Decimal) -> Result<Price, TariffError> {
 }
 
 /// Rounds `total` up to a whole number of `step`s; `step == 0` means no rounding.
-fn ceil_to_step(total: Decimal, step: Decimal) -> Result<Decimal, TariffError> {
+fn ceil_to_step(total: Decimal, step: Decimal) -> Result<Decimal, Overflow> {
     if step.is_zero() {
         return Ok(total);
     }
@@ -297,36 +443,48 @@ impl Pricer {
         let last = local(tz, hi)?.date().checked_add_days(Days::new(1)).ok_or_else(overflow)?;
         let mut day = first;
         while day <= last {
-            if tariff.uses_calendar {
-                local_instants(tz, day.and_time(chrono::NaiveTime::MIN), &mut self.cuts, lo, hi);
-            }
-            for &t in &tariff.time_edges {
-                local_instants(tz, day.and_time(t), &mut self.cuts, lo, hi);
-            }
+            let instants = self.calendar.instants(tariff, tz, day);
+            self.cuts.extend(instants.iter().copied().filter(|&ms| ms > lo && ms < hi));
             day = day.succ_opt().ok_or_else(overflow)?;
         }
         Ok(())
     }
 
     /// Finds the first matching element per dimension for `ctx`, and whether any element's
-    /// restrictions match at all.
-    fn evaluate(tariff: &CompiledTariff, ctx: &Context) -> ([Option<u16>; 4], bool) {
-        let dims: &[usize] = match ctx.phase {
-            Phase::Charging => &[FLAT, ENERGY, TIME],
-            Phase::Parking => &[FLAT, PARKING],
-            Phase::Reservation => &[FLAT, TIME],
+    /// restrictions match at all. Only elements whose reservation restriction admits `phase`
+    /// are looked at; once every dimension has its element, and it is known (or not needed,
+    /// `need_any == false`) that some element matches, the rest cannot change the answer.
+    fn evaluate(
+        tariff: &CompiledTariff,
+        phase: Phase,
+        reservation_expired: bool,
+        ctx: &Context,
+        need_any: bool,
+    ) -> ([Option<u16>; 4], bool) {
+        let mut missing: u8 = match phase {
+            Phase::Charging => 1 << FLAT | 1 << ENERGY | 1 << TIME,
+            Phase::Parking => 1 << FLAT | 1 << PARKING,
+            Phase::Reservation => 1 << FLAT | 1 << TIME,
         };
         let mut active = [None; 4];
         let mut any = false;
-        for (i, el) in tariff.elements.iter().enumerate() {
-            if !el.matches(ctx) {
+        for &(i, dims) in tariff.candidates(phase, reservation_expired) {
+            if dims & missing == 0 && (any || !need_any) {
+                continue;
+            }
+            if !tariff.elements[usize::from(i)].matches(ctx) {
                 continue;
             }
             any = true;
-            for &d in dims {
-                if active[d].is_none() && el.components[d].is_some() {
-                    active[d] = u16::try_from(i).ok();
+            let new = dims & missing;
+            for (d, slot) in active.iter_mut().enumerate() {
+                if new & 1 << d != 0 {
+                    *slot = Some(i);
                 }
+            }
+            missing &= !new;
+            if missing == 0 {
+                break;
             }
         }
         (active, any)
@@ -364,18 +522,17 @@ impl Pricer {
         self.cuts.sort_unstable();
         self.cuts.dedup();
         let mut any = false;
+        let mut utc_date = None;
         for i in 0..self.cuts.len() - 1 {
             let (a, b) = (self.cuts[i], self.cuts[i + 1]);
             let ctx = Context {
-                local: local_if_needed(tariff, &session.time_zone, a)?,
+                local: local_if_needed(tariff, &session.time_zone, a, &mut utc_date)?,
                 energy_wh: Decimal::ZERO,
                 elapsed_ms: a - lo,
                 power_kw: None,
                 current_a: None,
-                phase: Phase::Reservation,
-                reservation_expired: expired,
             };
-            let (active, m) = Self::evaluate(tariff, &ctx);
+            let (active, m) = Self::evaluate(tariff, Phase::Reservation, expired, &ctx, !any);
             any |= m;
             self.push_period(RawPeriod {
                 start_ms: a,
@@ -395,11 +552,16 @@ impl Pricer {
         let hi = session.end.timestamp_millis();
         let meter = &session.meter;
         let base = meter[0].energy_wh;
+        self.meter_ms.clear();
+        self.meter_wh.clear();
+        for m in meter {
+            self.meter_ms.push(m.at.timestamp_millis());
+            self.meter_wh.push(sub(m.energy_wh, base)?);
+        }
+        let (meter_ms, meter_wh) = (&self.meter_ms, &self.meter_wh);
         self.cuts.clear();
         self.cuts.extend([lo, hi]);
-        for m in meter {
-            self.cuts.push(m.at.timestamp_millis());
-        }
+        self.cuts.extend_from_slice(meter_ms);
         for s in session.power_w.iter().chain(session.current_a.iter()) {
             let ms = s.at.timestamp_millis();
             if ms > lo && ms < hi {
@@ -414,10 +576,10 @@ impl Pricer {
         // Where the energy consumed crosses a min_kwh/max_kwh threshold: interpolate within the
         // meter interval and round up to the millisecond, so the threshold is reached there.
         for &thr in &tariff.energy_edges_wh {
-            for w in meter.windows(2) {
-                let (e0, e1) = (sub(w[0].energy_wh, base)?, sub(w[1].energy_wh, base)?);
+            for k in 0..meter.len() - 1 {
+                let (e0, e1) = (meter_wh[k], meter_wh[k + 1]);
                 if e0 < thr && thr <= e1 {
-                    let (t0, t1) = (w[0].at.timestamp_millis(), w[1].at.timestamp_millis());
+                    let (t0, t1) = (meter_ms[k], meter_ms[k + 1]);
                     let offset = div(mul(sub(thr, e0)?, Decimal::from(t1 - t0))?, sub(e1, e0)?)?.ceil();
                     let offset = i64::try_from(offset).map_err(|_| overflow())?;
                     if t0 + offset > lo && t0 + offset < hi {
@@ -431,29 +593,36 @@ impl Pricer {
         self.cuts.sort_unstable();
         self.cuts.dedup();
 
+        let (meter_ms, meter_wh) = (&self.meter_ms, &self.meter_wh);
         let mut any = false;
+        let mut utc_date = None;
         let mut j = 0; // meter interval [j, j+1] containing the current cut
+        let mut de_of = usize::MAX; // the interval `de` was computed for
+        let mut de = Decimal::ZERO;
         let mut pw = 0; // power samples consumed
         let mut cur = 0; // current samples consumed
         for i in 0..self.cuts.len() - 1 {
             let (a, b) = (self.cuts[i], self.cuts[i + 1]);
-            while j + 2 < meter.len() && meter[j + 1].at.timestamp_millis() <= a {
+            while j + 2 < meter.len() && meter_ms[j + 1] <= a {
                 j += 1;
             }
-            let (m0, m1) = (&meter[j], &meter[(j + 1).min(meter.len() - 1)]);
-            let (t0, t1) = (m0.at.timestamp_millis(), m1.at.timestamp_millis());
-            let de = sub(m1.energy_wh, m0.energy_wh)?;
+            let j1 = (j + 1).min(meter.len() - 1);
+            let (t0, t1) = (meter_ms[j], meter_ms[j1]);
+            if de_of != j {
+                de = sub(meter[j1].energy_wh, meter[j].energy_wh)?;
+                de_of = j;
+            }
             // Interpolated energies are kept to the µWh, so that period energies add up exactly
             // (a sum 1e-25 Wh over a step_size multiple would otherwise bill a whole extra step).
-            let energy_at = |t: i64| -> Result<Decimal, TariffError> {
+            let energy_at = |t: i64| -> Result<Decimal, Overflow> {
                 if t1 == t0 || de.is_zero() || t == t0 {
-                    return sub(m0.energy_wh, base);
+                    return Ok(meter_wh[j]);
                 }
                 if t == t1 {
-                    return sub(m1.energy_wh, base);
+                    return Ok(meter_wh[j1]);
                 }
                 let part = div(mul(de, Decimal::from(t - t0))?, Decimal::from(t1 - t0))?;
-                add(sub(m0.energy_wh, base)?, part.round_dp_with_strategy(6, RoundingStrategy::MidpointAwayFromZero))
+                add(meter_wh[j], round_half_away(part, 6))
             };
             let (ea, eb) = (energy_at(a)?, energy_at(b)?);
             let phase = if de > Decimal::ZERO { Phase::Charging } else { Phase::Parking };
@@ -472,21 +641,29 @@ impl Pricer {
             };
             let current_a = cur.checked_sub(1).map(|k| session.current_a[k].value);
             let ctx = Context {
-                local: local_if_needed(tariff, &session.time_zone, a)?,
+                local: local_if_needed(tariff, &session.time_zone, a, &mut utc_date)?,
                 energy_wh: ea,
                 elapsed_ms: a - lo,
                 power_kw,
                 current_a,
-                phase,
-                reservation_expired: false,
             };
-            let (active, m) = Self::evaluate(tariff, &ctx);
+            let (active, m) = Self::evaluate(tariff, phase, false, &ctx, !any);
             any |= m;
-            self.push_period(RawPeriod {
+            let energy_wh = sub(eb, ea)?;
+            if let Some(last) = self.periods.last_mut()
+                && last.phase == phase
+                && last.active == active
+                && last.end_ms == a
+            {
+                last.end_ms = b;
+                last.energy_wh = add(last.energy_wh, energy_wh)?;
+                continue;
+            }
+            self.periods.push(RawPeriod {
                 start_ms: a,
                 end_ms: b,
                 phase,
-                energy_wh: sub(eb, ea)?,
+                energy_wh,
                 active,
                 extra_ms: 0,
                 extra_wh: Decimal::ZERO,
@@ -676,5 +853,72 @@ impl Pricer {
             min_price_applied: min_applied,
             max_price_applied: max_applied,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_half_away_is_rust_decimals_rounding_bit_for_bit() {
+        // A small deterministic generator: mantissas of every size, every scale, both signs.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut checked = 0;
+        for _ in 0..200_000 {
+            let bits = next() % 97;
+            let m = (u128::from(next()) << 64 | u128::from(next())) & ((1u128 << bits) - 1);
+            // Some mantissas end in ...5000 so that exact midpoints are hit.
+            let m = if next() % 4 == 0 { (m / 10_000) * 10_000 + 5_000 } else { m } & ((1u128 << 96) - 1);
+            let scale = (next() % 29) as u32;
+            let negative = next() % 2 == 0;
+            let d = Decimal::from_parts(m as u32, (m >> 32) as u32, (m >> 64) as u32, negative, scale);
+            for dp in [0, 4, 6] {
+                let expected = d.round_dp_with_strategy(dp, RoundingStrategy::MidpointAwayFromZero);
+                let got = round_half_away(d, dp);
+                assert_eq!(got.serialize(), expected.serialize(), "{d:?} to {dp} places: {got:?} != {expected:?}");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 600_000);
+    }
+
+    #[test]
+    fn integer_add_and_sub_are_rust_decimals_bit_for_bit() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let decimal = |next: &mut dyn FnMut() -> u64| {
+            let bits = next() % 97;
+            let m = (u128::from(next()) << 64 | u128::from(next())) & ((1u128 << bits) - 1);
+            let scale = (next() % 5) as u32;
+            Decimal::from_parts(m as u32, (m >> 32) as u32, (m >> 64) as u32, next().is_multiple_of(8), scale)
+        };
+        for i in 0..200_000 {
+            let a = decimal(&mut next);
+            // Often equal, often of the same scale, to reach the integer paths and zero results.
+            let b = match i % 3 {
+                0 => a,
+                1 => {
+                    let mut b = decimal(&mut next);
+                    b.rescale(a.scale());
+                    b
+                }
+                _ => decimal(&mut next),
+            };
+            for (got, expected) in [(add(a, b), a.checked_add(b)), (sub(a, b), a.checked_sub(b))] {
+                assert_eq!(got.ok().map(|d| d.serialize()), expected.map(|d| d.serialize()), "{a:?}, {b:?}");
+            }
+        }
     }
 }

@@ -30,6 +30,26 @@
 //! instant: a session from Friday 23:00 to Saturday 01:00 leaves a Friday-only element at
 //! local midnight.
 //!
+//! # Speed
+//!
+//! [`Pricer::price_totals`] is the hot path (issue 5: at least 100 000 sessions per second per
+//! core). What keeps it fast, without changing a single decimal (value or scale) against the
+//! straightforward engine kept in `tests/tariff_reference/` and compared by the property tests
+//! in `tests/tariff_fast_path.rs`:
+//! - [`CompiledTariff`] holds restrictions as integers (local day number, time of day) and, per
+//!   kind of period, the list of elements whose reservation restriction admits it;
+//!   evaluation stops once every dimension has its element.
+//! - The [`Pricer`] caches, per recent local day and zone, the UTC instants of local midnight
+//!   and of the tariff's restriction times (the DST-aware part of cutting a session); each cut
+//!   then costs one UTC-offset lookup.
+//! - Arithmetic returns a zero-sized overflow error; same-scale sums and differences of
+//!   non-negative amounts, and the final rounding to four decimals, are done on the integer
+//!   mantissas exactly as rust_decimal would (checked against it in unit tests).
+//!
+//! Measure it with `cargo run --release -p shared-model --example tariff-bench`: sessions per
+//! second per core of `price_totals` and `price`, beside the engine before its fast path and a
+//! flat-price floor, measured in the same run.
+//!
 //! # Why our own engine
 //!
 //! Evaluated November 2026 on crates.io: TandemDrive's `ocpi-tariffs` (MIT/Apache-2.0, actively
