@@ -58,6 +58,26 @@ pub async fn get_site(State(state): State<ApiState>, ApiPath(site): ApiPath<Stri
     }
 }
 
+/// `GET /sites/{site}/energy`: the site's newest power-and-limits report.
+pub async fn get_site_energy(
+    State(state): State<ApiState>,
+    ApiPath(site): ApiPath<String>,
+    uri: Uri,
+) -> ApiResult<Response> {
+    Query::parse(&uri, NONE)?;
+    require_site(&state, &site).await?;
+    match crate::dashboard::energy::latest(&state.store, &site).await {
+        Ok(Some((report, received_at))) => {
+            Ok(Json(serde_json::json!({"site_id": site, "received_at": received_at, "report": report})).into_response())
+        }
+        Ok(None) => Err(ApiError::not_found(format!(
+            "site {site:?} has not reported its power and limits yet (its edge needs circuits and [sync] \
+             site_energy_interval_ms above 0)"
+        ))),
+        Err(e) => Err(ApiError::db("reading the site's energy report", &e)),
+    }
+}
+
 pub async fn list_site_chargers(
     State(state): State<ApiState>,
     ApiPath(site): ApiPath<String>,
