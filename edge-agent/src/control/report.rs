@@ -13,7 +13,7 @@ use super::{ControlView, reason_label, to_time};
 use crate::app::Shared;
 use crate::balancer::{ExternalLimits, MeterState};
 use crate::config::EnergyPlan;
-use crate::meters::hub::MeterSnapshot;
+use crate::meters::MeterSnapshot;
 use crate::store::{StoreError, ts};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -233,7 +233,7 @@ mod tests {
     use crate::balancer::{Allocation, FailSafe, FailSafeReason as Reason, NodeId, NodeUsage, SchedulePeriod, Subject};
     use crate::config::{Config, StoreConfig};
     use crate::control::FailSafeView;
-    use crate::meters::hub::{MeterInfo, MeterStatus, Reading};
+    use crate::meters::{MeterInfo, MeterStatus, Reading};
     use crate::store::Store;
     use chrono::TimeZone;
     use std::path::Path;
