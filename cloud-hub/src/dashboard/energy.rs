@@ -93,7 +93,8 @@ pub async fn latest(store: &Store, site: &str) -> Result<Option<(SiteEnergyRepor
         let report = serde_json::from_value::<SiteEnergyReport>(r.json(0)?.clone())
             .map_err(|e| tracing::warn!(site, error = %e, "a stored site energy report does not parse"))
             .ok()?;
-        Some((report, r.time(1).unwrap_or(report.at)))
+        let received_at = r.time(1).unwrap_or(report.at);
+        Some((report, received_at))
     }))
 }
 
