@@ -979,7 +979,11 @@ async fn site_energy_page_and_fail_safe(backend: Backend) {
     // L1: the fuse (32 A) is the tightest; L2: the grid operator's 25 A.
     let row = |phase: &str, circuit: &str| -> String {
         let c = energy.split(&format!("data-circuit=\"{circuit}\"")).nth(1).unwrap_or_default();
-        c.split(&format!("data-phase=\"{phase}\"")).nth(1).and_then(|r| r.split("</tr>").next()).unwrap_or_default().to_owned()
+        c.split(&format!("data-phase=\"{phase}\""))
+            .nth(1)
+            .and_then(|r| r.split("</tr>").next())
+            .unwrap_or_default()
+            .to_owned()
     };
     let l1 = row("L1", "main");
     assert!(l1.contains("data-label=\"Fuse\">32.0 A <small>tightest</small>"), "{l1}");

@@ -195,7 +195,8 @@ fn circuit_table(c: &CircuitEnergy) -> String {
             esc(c.limits[i].source.label())
         );
     }
-    let others = c.limits.iter().enumerate().filter(|(i, l)| l.power_w.is_some() && Some(*i) != tightest_w.map(|t| t.0));
+    let others =
+        c.limits.iter().enumerate().filter(|(i, l)| l.power_w.is_some() && Some(*i) != tightest_w.map(|t| t.0));
     for (_, l) in others {
         let _ = write!(out, " · {} {}", esc(l.source.label()), kw(l.power_w));
     }

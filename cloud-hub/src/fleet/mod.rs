@@ -295,13 +295,12 @@ pub fn routes() -> Vec<Route> {
             "/sites/{site}/energy",
             Viewer,
             get_site_energy,
-            doc("getSiteEnergy", "sites", "A site's power per phase against its limits", (200, "SiteEnergy"))
-                .describe(
-                    "The newest `site_energy` report of the site's edge (on a cadence, default 15 s, and at once \
+            doc("getSiteEnergy", "sites", "A site's power per phase against its limits", (200, "SiteEnergy")).describe(
+                "The newest `site_energy` report of the site's edge (on a cadence, default 15 s, and at once \
                      when its load balancer's fail-safe state changes): every circuit's meter reading per phase, \
                      every limit on it (fuse, power limit, grid operator cap or its safe values, active \
                      schedule periods), the allocations and the fail-safe state. 404 until the site reports.",
-                ),
+            ),
         ),
         route(
             Get,

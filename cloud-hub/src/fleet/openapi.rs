@@ -345,10 +345,7 @@ pub fn schemas() -> Map<String, Value> {
                 ("circuit", string()),
                 ("parent", string_or_null()),
                 ("meter", string_or_null()),
-                (
-                    "state",
-                    json!({"type": "string", "description": "unmetered, fresh, stale, missing or invalid."}),
-                ),
+                ("state", json!({"type": "string", "description": "unmetered, fresh, stale, missing or invalid."})),
                 ("stale", boolean()),
                 ("read_at", time_or_null()),
                 ("current_a", phases(number_or_null.clone())),

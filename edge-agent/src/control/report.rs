@@ -79,7 +79,12 @@ pub fn build(
             limits.push(EnergyLimit { source: LimitSource::Fuse, current_a: Some(a), power_w: None, until: None });
         }
         if let Some(w) = node.power_limit_w {
-            limits.push(EnergyLimit { source: LimitSource::PowerLimit, current_a: None, power_w: Some(w), until: None });
+            limits.push(EnergyLimit {
+                source: LimitSource::PowerLimit,
+                current_a: None,
+                power_w: Some(w),
+                until: None,
+            });
         }
         if tree.parent(pos).is_none() {
             let expired = external.valid_until_ms.is_some_and(|u| now_ms >= u);
@@ -164,9 +169,8 @@ pub fn emit(
         && old.fail_safe.active == report.fail_safe.active
         && old.fail_safe.key() == report.fail_safe.key()
     {
-        conn.prepare_cached("UPDATE outbox SET event_id = ?2, created_at = ?3, payload = ?4 WHERE seq = ?1")?.execute(
-            params![seq, uuid::Uuid::new_v4().to_string(), ts(now), serde_json::to_string(&event)?],
-        )?;
+        conn.prepare_cached("UPDATE outbox SET event_id = ?2, created_at = ?3, payload = ?4 WHERE seq = ?1")?
+            .execute(params![seq, uuid::Uuid::new_v4().to_string(), ts(now), serde_json::to_string(&event)?])?;
         return Ok(true);
     }
     crate::chargers::emit(conn, &event, now)?;
@@ -302,7 +306,10 @@ mod tests {
         };
         let fail_safe = if stale {
             vec![FailSafeView {
-                fail_safe: FailSafe { subject: Subject::Node(node("grid")), reason: Reason::MeterStale { last_ms: now_ms } },
+                fail_safe: FailSafe {
+                    subject: Subject::Node(node("grid")),
+                    reason: Reason::MeterStale { last_ms: now_ms },
+                },
                 since: now,
             }]
         } else {
@@ -344,7 +351,10 @@ mod tests {
         let r = build(&plan(), &meter(false, now), &view(now, false), &external, now);
         assert_eq!(r.circuits.len(), 2);
         let grid = &r.circuits[0];
-        assert_eq!((grid.circuit.as_str(), grid.parent.as_deref(), grid.meter.as_deref()), ("grid", None, Some("grid-meter")));
+        assert_eq!(
+            (grid.circuit.as_str(), grid.parent.as_deref(), grid.meter.as_deref()),
+            ("grid", None, Some("grid-meter"))
+        );
         assert_eq!(grid.state, "fresh");
         assert_eq!(grid.current_a, [Some(10.0), Some(20.0), None], "a reading that is not a number is none");
         assert_eq!(grid.total_power_w, Some(6900.0));
@@ -357,7 +367,10 @@ mod tests {
         assert_eq!(grid.tightest_a(1).map(|t| t.1), Some(25.0));
         assert_eq!(grid.tightest_w().map(|t| t.1), Some(11_000.0));
         let garage = &r.circuits[1];
-        assert_eq!((garage.parent.as_deref(), garage.meter.as_deref(), garage.state.as_str()), (Some("grid"), None, "unmetered"));
+        assert_eq!(
+            (garage.parent.as_deref(), garage.meter.as_deref(), garage.state.as_str()),
+            (Some("grid"), None, "unmetered")
+        );
         assert_eq!(garage.limits.len(), 1, "external limits apply at the grid connection only");
         assert_eq!(garage.tightest_a(2).map(|t| t.1), Some(20.0));
         assert!(!r.fail_safe.active);
