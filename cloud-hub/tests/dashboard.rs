@@ -943,14 +943,16 @@ async fn site_energy_page_and_fail_safe(backend: Backend) {
     let mut edge = hub.edge(&site, &password).await;
     assert_eq!(edge.roundtrip(&batch(&site, vec![tx_started_by(1, "CP-1", "tx-1", "TAG-ACME")])).await, 1);
 
-    // Nothing reported yet: the page says so, the API answers 404 with the reason.
+    // Nothing reported yet: the page says so, the API answers nulls.
     let (status, _, page) = op.get(&format!("/sites/{site}")).await;
     assert_eq!(status, 200);
     assert!(page.contains("id=\"no-energy\""), "{page}");
-    hub.http()
-        .get(&format!("/api/v1/sites/{site}/energy"), &admin)
-        .await
-        .assert_problem(404, "has not reported its power and limits yet");
+    let none = hub.http().get(&format!("/api/v1/sites/{site}/energy"), &admin).await;
+    assert_eq!(
+        (none.status, &none.body["report"], &none.body["received_at"]),
+        (200, &serde_json::Value::Null, &serde_json::Value::Null)
+    );
+    assert_eq!(hub.http().get("/api/v1/sites/nope/energy", &admin).await.status, 404);
 
     // A report arrives: the open page's stream re-renders it with the phase rows.
     let mut live = op.stream(&format!("/events?site={site}")).await;
@@ -1003,6 +1005,7 @@ async fn site_energy_page_and_fail_safe(backend: Backend) {
     assert_eq!(api.body["report"]["fail_safe"]["active"], false);
     let doc = hub.http().get("/api/v1/openapi.json", &admin).await.body;
     assert_schema(&doc, "SiteEnergy", &api.body);
+    assert_schema(&doc, "SiteEnergy", &none.body);
     assert!(doc["paths"]["/api/v1/sites/{site}/energy"]["get"].is_object(), "documented");
 
     // The meter goes stale: fail-safe opens the alert, the page shows the banner.

@@ -299,7 +299,8 @@ pub fn routes() -> Vec<Route> {
                 "The newest `site_energy` report of the site's edge (on a cadence, default 15 s, and at once \
                      when its load balancer's fail-safe state changes): every circuit's meter reading per phase, \
                      every limit on it (fuse, power limit, grid operator cap or its safe values, active \
-                     schedule periods), the allocations and the fail-safe state. 404 until the site reports.",
+                     schedule periods), the allocations and the fail-safe state. `report` and `received_at` are null \
+                     until the site reports.",
             ),
         ),
         route(

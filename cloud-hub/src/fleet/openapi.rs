@@ -362,10 +362,10 @@ pub fn schemas() -> Map<String, Value> {
             "A site's newest power-and-limits report.",
             vec![
                 ("site_id", string()),
-                ("received_at", time()),
+                ("received_at", time_or_null()),
                 (
                     "report",
-                    object(
+                    json!({"oneOf": [object(
                         "As the edge sent it (shared-model/SYNC.md, site energy telemetry).",
                         vec![
                             ("at", time()),
@@ -392,7 +392,7 @@ pub fn schemas() -> Map<String, Value> {
                                 ),
                             ),
                         ],
-                    ),
+                    ), {"type": "null"}]}),
                 ),
             ],
         ),
