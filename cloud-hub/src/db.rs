@@ -272,7 +272,7 @@ pub enum Tx {
 
 /// The schema versions, in order: `(version, description, SQLite text, PostgreSQL text)`.
 /// Applied migrations are checksummed by sqlx: never edit one, add the next.
-const MIGRATIONS: [(i64, &str, &str, &str); 9] = [
+const MIGRATIONS: [(i64, &str, &str, &str); 10] = [
     (
         1,
         "sync",
@@ -326,6 +326,12 @@ const MIGRATIONS: [(i64, &str, &str, &str); 9] = [
         "dashboard_alerts",
         include_str!("../migrations/sqlite/0009_dashboard_alerts.sql"),
         include_str!("../migrations/postgres/0009_dashboard_alerts.sql"),
+    ),
+    (
+        10,
+        "site_energy",
+        include_str!("../migrations/sqlite/0010_site_energy.sql"),
+        include_str!("../migrations/postgres/0010_site_energy.sql"),
     ),
 ];
 

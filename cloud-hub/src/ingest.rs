@@ -530,8 +530,11 @@ async fn apply_effects(
             .await?;
             update_session_energy(tx, site, transaction_uid).await?;
         }
+        SiteEvent::SiteEnergy(report) => {
+            crate::dashboard::energy::ingest(tx, site, seq, report, now).await?;
+        }
     }
-    // Charger offline and connector faults open and clear in the same transaction.
+    // Charger offline, connector faults and fail-safe open and clear in the same transaction.
     crate::dashboard::alerts::on_event(tx, site, event).await
 }
 

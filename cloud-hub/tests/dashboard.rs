@@ -860,3 +860,208 @@ async fn alerts_commands_and_charts(backend: Backend) {
 }
 
 on_both_databases!(alerts_commands_and_charts, alerts_commands_charts_sqlite, alerts_commands_charts_postgres);
+
+fn energy_report(minute: u32, currents: [f64; 3], fail_safe: Option<&str>) -> SiteEvent {
+    use shared_model::energy::{
+        CircuitEnergy, EnergyLimit, FailSafeReason, FailSafeState, LimitSource, SiteEnergyReport,
+    };
+    SiteEvent::SiteEnergy(SiteEnergyReport {
+        at: t(minute, 0),
+        circuits: vec![
+            CircuitEnergy {
+                circuit: "main".into(),
+                parent: None,
+                meter: Some("grid".into()),
+                state: if fail_safe.is_some() { "stale" } else { "fresh" }.into(),
+                stale: fail_safe.is_some(),
+                read_at: Some(t(minute, 0)),
+                current_a: currents.map(Some),
+                power_w: currents.map(|a| Some(a * 230.0)),
+                total_power_w: Some(currents.iter().sum::<f64>() * 230.0),
+                allocated_a: [6.0, 6.0, 0.0],
+                limits: vec![
+                    EnergyLimit { source: LimitSource::Fuse, current_a: Some([32.0; 3]), power_w: None, until: None },
+                    EnergyLimit {
+                        source: LimitSource::GridOperator,
+                        current_a: Some([40.0, 25.0, 40.0]),
+                        power_w: Some(20_000.0),
+                        until: Some(t(59, 0)),
+                    },
+                ],
+            },
+            CircuitEnergy {
+                circuit: "garage".into(),
+                parent: Some("main".into()),
+                meter: None,
+                state: "unmetered".into(),
+                stale: false,
+                read_at: None,
+                current_a: [None; 3],
+                power_w: [None; 3],
+                total_power_w: None,
+                allocated_a: [6.0, 6.0, 0.0],
+                limits: vec![EnergyLimit {
+                    source: LimitSource::Fuse,
+                    current_a: Some([16.0; 3]),
+                    power_w: None,
+                    until: None,
+                }],
+            },
+        ],
+        allocated_a: [6.0, 6.0, 0.0],
+        fail_safe: FailSafeState {
+            active: fail_safe.is_some(),
+            reasons: fail_safe
+                .map(|k| vec![FailSafeReason { subject: "main".into(), kind: k.into(), since: Some(t(minute, 0)) }])
+                .unwrap_or_default(),
+        },
+    })
+}
+
+/// Issue 6: the site page shows the site's power per phase against every limit, live; a
+/// site in fail-safe opens the `fail_safe` alert and a report that it is over clears it;
+/// the fleet API serves the newest report.
+async fn site_energy_page_and_fail_safe(backend: Backend) {
+    init_logs();
+    let Some(db) = TestDb::new(backend).await else { return };
+    let hub = TestHub::start(&db, Broker::Embedded).await;
+    let store = hub.store().clone();
+    let admin = hub.api_key("admin", cloud_hub::auth::Role::Admin).await;
+    let (site, password) = hub.add_site("Alpha").await;
+    customer(&hub, "acme", "TAG-ACME").await;
+    customer(&hub, "globex", "TAG-GLOBEX").await;
+    let op_pw = cloud_hub::dashboard::cli::add_user(&store, "op", Role::CpoOperator, None).await.expect("op");
+    let fm_pw = cloud_hub::dashboard::cli::add_user(&store, "fm", Role::FleetManager, Some("acme")).await.expect("fm");
+    let fm2_pw =
+        cloud_hub::dashboard::cli::add_user(&store, "fm2", Role::FleetManager, Some("globex")).await.expect("fm2");
+    let mut op = Browser::new(&hub);
+    op.login("op", &op_pw).await;
+    let mut fm = Browser::new(&hub);
+    fm.login("fm", &fm_pw).await;
+    let mut fm2 = Browser::new(&hub);
+    fm2.login("fm2", &fm2_pw).await;
+    let mut edge = hub.edge(&site, &password).await;
+    assert_eq!(edge.roundtrip(&batch(&site, vec![tx_started_by(1, "CP-1", "tx-1", "TAG-ACME")])).await, 1);
+
+    // Nothing reported yet: the page says so, the API answers nulls.
+    let (status, _, page) = op.get(&format!("/sites/{site}")).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("id=\"no-energy\""), "{page}");
+    let none = hub.http().get(&format!("/api/v1/sites/{site}/energy"), &admin).await;
+    assert_eq!(
+        (none.status, &none.body["report"], &none.body["received_at"]),
+        (200, &serde_json::Value::Null, &serde_json::Value::Null)
+    );
+    assert_eq!(hub.http().get("/api/v1/sites/nope/energy", &admin).await.status, 404);
+
+    // A report arrives: the open page's stream re-renders it with the phase rows.
+    let mut live = op.stream(&format!("/events?site={site}")).await;
+    let mut count = op.stream("/events?view=count").await;
+    stream_until(&mut count, "\"alerts\":0").await;
+    assert_eq!(edge.roundtrip(&batch(&site, vec![envelope(2, &energy_report(5, [20.0, 24.0, 10.0], None))])).await, 2);
+    let pushed = stream_until(&mut live, "data-phase=\\\"L2\\\"").await;
+    assert!(pushed.contains("site-energy"), "{pushed}");
+    let (_, _, page) = op.get(&format!("/sites/{site}")).await;
+    let energy = page.split("id=\"site-energy\"").nth(1).and_then(|s| s.split("</section>").next()).expect("section");
+    for needle in [
+        "data-circuit=\"main\"",
+        "(grid connection)",
+        "data-circuit=\"garage\"",
+        "20.0 A",
+        "24.0 A",
+        "Grid operator",
+        "Fuse",
+        "12.42 kW",
+        "20.00 kW",
+        "<meter",
+    ] {
+        assert!(energy.contains(needle), "{needle} in {energy}");
+    }
+    assert!(!energy.contains("id=\"fail-safe\""), "no fail-safe banner: {energy}");
+    // L1: the fuse (32 A) is the tightest; L2: the grid operator's 25 A.
+    let row = |phase: &str, circuit: &str| -> String {
+        let c = energy.split(&format!("data-circuit=\"{circuit}\"")).nth(1).unwrap_or_default();
+        c.split(&format!("data-phase=\"{phase}\""))
+            .nth(1)
+            .and_then(|r| r.split("</tr>").next())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let l1 = row("L1", "main");
+    assert!(l1.contains("data-label=\"Fuse\">32.0 A <small>tightest</small>"), "{l1}");
+    assert!(!l1.contains("data-label=\"Grid operator\">40.0 A <small>tightest"), "{l1}");
+    let l2 = row("L2", "main");
+    assert!(l2.contains("data-label=\"Grid operator\">25.0 A <small>tightest</small>"), "{l2}");
+    assert!(l2.contains("max=\"25.000\"") && l2.contains("value=\"24.000\""), "the bar is against 25 A: {l2}");
+    assert!(row("L3", "garage").contains("16.0 A <small>tightest</small>"));
+    // The fleet manager whose tag charged here sees it; another does not see the site.
+    assert!(fm.get(&format!("/sites/{site}")).await.2.contains("data-circuit=\"main\""));
+    assert_eq!(fm2.get(&format!("/sites/{site}")).await.0, 404);
+
+    // The API serves it, as its schema says.
+    let api = hub.http().get(&format!("/api/v1/sites/{site}/energy"), &admin).await;
+    assert_eq!(api.status, 200, "{}", api.body);
+    assert_eq!(api.body["report"]["circuits"][0]["current_a"], serde_json::json!([20.0, 24.0, 10.0]));
+    assert_eq!(api.body["report"]["fail_safe"]["active"], false);
+    let doc = hub.http().get("/api/v1/openapi.json", &admin).await.body;
+    assert_schema(&doc, "SiteEnergy", &api.body);
+    assert_schema(&doc, "SiteEnergy", &none.body);
+    assert!(doc["paths"]["/api/v1/sites/{site}/energy"]["get"].is_object(), "documented");
+
+    // The meter goes stale: fail-safe opens the alert, the page shows the banner.
+    let stale = energy_report(6, [20.0, 24.0, 10.0], Some("meter_stale"));
+    assert_eq!(edge.roundtrip(&batch(&site, vec![envelope(3, &stale)])).await, 3);
+    stream_until(&mut count, "\"alerts\":1").await;
+    let (_, _, page) = op.get(&format!("/sites/{site}")).await;
+    assert!(page.contains("id=\"fail-safe\"") && page.contains("meter stale at <code>main</code>"), "{page}");
+    let (_, _, alerts) = op.get("/alerts").await;
+    assert!(alerts.contains("data-kind=\"fail_safe\"") && alerts.contains("meter_stale at main"), "{alerts}");
+    // Repeated: still one alert, opened at the first report.
+    let again = energy_report(7, [20.0, 24.0, 10.0], Some("meter_stale"));
+    assert_eq!(edge.roundtrip(&batch(&site, vec![envelope(4, &again)])).await, 4);
+    // It is over: the alert clears.
+    assert_eq!(edge.roundtrip(&batch(&site, vec![envelope(5, &energy_report(8, [5.0, 6.0, 7.0], None))])).await, 5);
+    stream_until(&mut count, "\"alerts\":0").await;
+    let rows = store
+        .fetch(
+            "SELECT opened_at, cleared_at, detail FROM dashboard_alerts WHERE site_id = $1 AND kind = 'fail_safe'",
+            &[site.as_str().into()],
+            &[cloud_hub::db::Ty::Time, cloud_hub::db::Ty::Time, cloud_hub::db::Ty::Text],
+        )
+        .await
+        .expect("alerts");
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].time(0), rows[0].time(1)), (Some(t(6, 0)), Some(t(8, 0))));
+    assert_eq!(rows[0].text(2), Some("meter_stale at main"));
+    let (_, _, page) = op.get(&format!("/sites/{site}")).await;
+    assert!(!page.contains("id=\"fail-safe\"") && page.contains("5.0 A"), "{page}");
+    // Four reports make a chart of the last hour.
+    assert!(page.contains("class=\"spark\"") && page.contains("<polyline"), "{page}");
+    let n = store
+        .fetch_opt(
+            "SELECT COUNT(*) FROM site_energy_series WHERE site_id = $1",
+            &[site.as_str().into()],
+            &[cloud_hub::db::Ty::Int],
+        )
+        .await
+        .expect("series")
+        .and_then(|r| r.int(0));
+    assert_eq!(n, Some(4));
+    // An hour later the first points are gone.
+    let late = energy_report(5, [1.0, 1.0, 1.0], None);
+    let SiteEvent::SiteEnergy(mut late_report) = late else { unreachable!("a report") };
+    late_report.at = t(6, 30) + chrono::Duration::hours(1);
+    assert_eq!(edge.roundtrip(&batch(&site, vec![envelope(6, &SiteEvent::SiteEnergy(late_report))])).await, 6);
+    let n = store
+        .fetch_opt(
+            "SELECT COUNT(*) FROM site_energy_series WHERE site_id = $1",
+            &[site.as_str().into()],
+            &[cloud_hub::db::Ty::Int],
+        )
+        .await
+        .expect("series")
+        .and_then(|r| r.int(0));
+    assert_eq!(n, Some(3), "the report of 12:05 and 12:06 are older than an hour; 12:07, 12:08 and the new stay");
+}
+
+on_both_databases!(site_energy_page_and_fail_safe, site_energy_sqlite, site_energy_postgres);

@@ -134,6 +134,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tokio::spawn(retention_loop(shared.clone(), shutdown_rx.clone())),
         // Returns at once without a [sync] section.
         tokio::spawn(crate::sync::run(shared.clone(), shutdown_rx.clone())),
+        // Returns at once without circuits or without [sync].
+        tokio::spawn(crate::control::report::run(shared.clone(), shutdown_rx.clone())),
         tokio::spawn(crate::control::run(shared.clone(), shutdown_rx)),
     ];
     tasks.extend(meter_tasks);

@@ -3,6 +3,7 @@
 //! the cloud hub in order. The envelope (site id, gapless sequence number, event id,
 //! time) is added by the outbox; this is the typed payload.
 
+use crate::energy::SiteEnergyReport;
 use crate::model::{ConnectorRef, ConnectorStatus, MeterSample, StationInfo, StopReason, TransactionOrigin};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -63,6 +64,11 @@ pub enum SiteEvent {
         id_tag: Option<String>,
         reconciled: bool,
     },
+    /// Telemetry: the site's metered power per phase against every limit, what the
+    /// balancer allocated, and its fail-safe state. Sent on a cadence and at once when
+    /// the fail-safe state changes; a later one supersedes an earlier one (an edge may
+    /// coalesce those that wait in its outbox). An older hub stores it raw.
+    SiteEnergy(SiteEnergyReport),
 }
 
 impl SiteEvent {
@@ -77,6 +83,7 @@ impl SiteEvent {
             SiteEvent::TransactionStarted { .. } => "transaction_started",
             SiteEvent::MeterValues { .. } => "meter_values",
             SiteEvent::TransactionStopped { .. } => "transaction_stopped",
+            SiteEvent::SiteEnergy(_) => "site_energy",
         }
     }
 }

@@ -6,6 +6,7 @@
 //! - [`model`]: the version-neutral charger model every OCPP version adapter maps into.
 //! - [`ids`]: validated identifiers.
 //! - [`site`]: the site's supply phases and how chargers are wired to them.
+//! - [`energy`]: site power per phase against its limits, and the fail-safe state.
 //! - [`sync`]: the edge ↔ hub sync protocol over MQTT (see `shared-model/SYNC.md`).
 //! - [`tariff`]: OCPI 2.2.1 tariffs and the engine that prices a session into CDR periods.
 //!
@@ -16,6 +17,7 @@
 //! ```
 
 pub mod config_file;
+pub mod energy;
 pub mod events;
 pub mod ids;
 pub mod model;

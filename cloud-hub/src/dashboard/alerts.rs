@@ -6,6 +6,7 @@
 //! | `site_offline` | the site's presence says offline (its MQTT last will) | the site says online again |
 //! | `charger_offline` | the station's WebSocket to the edge disconnects | it connects again |
 //! | `connector_faulted` | a connector (or the whole station) reports `Faulted`, with its error code | it reports any other status |
+//! | `fail_safe` | a site energy report says the balancer is in fail-safe, its reasons as detail | a report says it is over |
 //!
 //! Ingest keeps the table in the same transaction as the event's other effects
 //! ([`on_event`]), and the site's presence through [`on_status`]; times are the site's
@@ -13,10 +14,9 @@
 //! keeps its opening time.
 //!
 //! **Fail-safe.** The edge's balancer enters fail-safe (stale meter, lost grid link, a
-//! charger that stops answering) and shows it on the installer page and in the edge's
-//! `/metrics`, but the sync protocol carries no fail-safe event to the hub
-//! (`shared_model::events::SiteEvent` has none), so the hub cannot raise a fail-safe alert.
-//! It will once the edge reports fail-safe in its outbox.
+//! charger that stops answering); its site energy reports (`SiteEvent::SiteEnergy`, on a
+//! cadence and at once on every change) carry the state, and the alert follows them. A
+//! repeated report updates the open alert's detail (the reasons) and keeps its opening.
 //!
 //! Who sees which alerts: admins and CPO operators all of them; a fleet manager those of
 //! the sites they may see (where their customer's id tags charged), as for every page.
@@ -43,6 +43,7 @@ pub enum AlertKind {
     SiteOffline,
     ChargerOffline,
     ConnectorFaulted,
+    FailSafe,
 }
 
 impl AlertKind {
@@ -52,6 +53,7 @@ impl AlertKind {
             AlertKind::SiteOffline => "site_offline",
             AlertKind::ChargerOffline => "charger_offline",
             AlertKind::ConnectorFaulted => "connector_faulted",
+            AlertKind::FailSafe => "fail_safe",
         }
     }
 
@@ -60,6 +62,7 @@ impl AlertKind {
             "site_offline" => "Site offline",
             "charger_offline" => "Charger offline",
             "connector_faulted" => "Connector faulted",
+            "fail_safe" => "Fail-safe active",
             _ => "Alert",
         }
     }
@@ -132,6 +135,15 @@ pub(crate) async fn on_event(tx: &mut Tx, site: &str, event: &SiteEvent) -> Resu
                 tx.exec(OPEN_SQL, &open_args(&s, detail, *at)).await?;
             } else {
                 tx.exec(CLEAR_SQL, &clear_args(&s, *at)).await?;
+            }
+        }
+        SiteEvent::SiteEnergy(report) => {
+            let s = Subject { site, kind: AlertKind::FailSafe, station: "", evse: 0, connector: 0 };
+            if report.fail_safe.active {
+                let detail = Some(report.fail_safe.summary()).filter(|d| !d.is_empty());
+                tx.exec(OPEN_SQL, &open_args(&s, detail, report.at)).await?;
+            } else {
+                tx.exec(CLEAR_SQL, &clear_args(&s, report.at)).await?;
             }
         }
         _ => {}
@@ -258,8 +270,8 @@ pub async fn page(
         None => "/events?view=alerts".to_owned(),
     };
     let body = format!(
-        "<h1>Alerts</h1><p class=\"note\">Charger offline, site offline and faulted connectors, as the sites \
-         report them. Fail-safe states of the sites' load balancers are not reported to the hub.</p>\
+        "<h1>Alerts</h1><p class=\"note\">Charger offline, site offline, faulted connectors and load balancers \
+         in fail-safe, as the sites report them.</p>\
          <p class=\"live-state\" id=\"live-state\">connecting…</p>\
          <div id=\"live\" data-stream=\"{stream}\">{fragment}</div>"
     );

@@ -13,7 +13,8 @@
 //! Every page, fragment and stream asks [`Viewer`] what it may show.
 //!
 //! Pages: the sites overview (`/`), a site (`/sites/{id}`: chargers with live status,
-//! active sessions, per-phase readings, open alerts, and for admins and CPO operators
+//! active sessions, power per phase against every limit and the fail-safe state
+//! ([`energy`]), per-phase readings of the chargers, open alerts, and for admins and CPO operators
 //! command buttons and the site's recent commands), sessions with energy and cost
 //! (`/sessions`, `/sites/{id}/sessions`, CSV at `/sessions.csv`), invoices (`/invoices`,
 //! each printable at `/invoices/{id}`), alerts (`/alerts`, their count in every page's
@@ -39,6 +40,7 @@ pub mod actions;
 pub mod alerts;
 pub mod charts;
 pub mod cli;
+pub mod energy;
 pub mod invoices;
 pub mod live;
 mod pages;

@@ -410,6 +410,7 @@ pub(super) async fn site_fragment(store: &Store, viewer: &Viewer, id: &str) -> R
         time(site.time(1))
     );
     out.push_str(&alerts_list(&alerts));
+    out.push_str(&super::energy::section(store, id).await?);
     out.push_str(&sessions_table(&sessions, buttons));
     out.push_str(&phase_table(&phases));
     out.push_str(&chargers_table(&chargers, &connectors, site_online, buttons));
@@ -430,6 +431,7 @@ fn alerts_list(alerts: &[Row]) -> String {
             "site_offline" => "Site offline",
             "charger_offline" => "Charger offline",
             "connector_faulted" => "Connector faulted",
+            "fail_safe" => "Fail-safe active",
             _ => "Alert",
         };
         let place = match (a.text(1).unwrap_or_default(), a.int(2).unwrap_or(0), a.int(3).unwrap_or(0)) {
@@ -511,9 +513,8 @@ fn sessions_table(sessions: &[Row], buttons: Option<&str>) -> String {
     out
 }
 
-/// The latest per-phase current and power of each active session's charger. The hub
-/// receives no site-level grid meter or limit events, so per-phase site power against the
-/// site's limits cannot be shown here; what the chargers measure per phase is.
+/// The latest per-phase current and power of each active session's charger (the site's
+/// own meters and limits are in the energy section, [`super::energy`]).
 async fn phase_samples(store: &Store, viewer: &Viewer, id: &str) -> Result<Vec<Row>, DashError> {
     // Newest first; the first row of each (station, measurand, phase) is its latest.
     let rows = store
@@ -541,8 +542,7 @@ async fn phase_samples(store: &Store, viewer: &Viewer, id: &str) -> Result<Vec<R
 
 fn phase_table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "<section><h2>Per phase</h2><p class=\"note\">Measured by the chargers of the sessions above. \
-         The site's grid meter and its limits are not reported to the hub.</p>",
+        "<section><h2>Chargers per phase</h2><p class=\"note\">Measured by the chargers of the sessions above.</p>",
     );
     if rows.is_empty() {
         out.push_str("<p class=\"empty\">No per-phase readings from charging sessions.</p></section>");

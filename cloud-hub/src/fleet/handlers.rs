@@ -58,6 +58,24 @@ pub async fn get_site(State(state): State<ApiState>, ApiPath(site): ApiPath<Stri
     }
 }
 
+/// `GET /sites/{site}/energy`: the site's newest power-and-limits report.
+pub async fn get_site_energy(
+    State(state): State<ApiState>,
+    ApiPath(site): ApiPath<String>,
+    uri: Uri,
+) -> ApiResult<Response> {
+    Query::parse(&uri, NONE)?;
+    require_site(&state, &site).await?;
+    // A site that has not reported yet (an older edge, no circuits, reports off): nulls.
+    match crate::dashboard::energy::latest(&state.store, &site).await {
+        Ok(latest) => {
+            let (report, received_at) = latest.map_or((None, None), |(r, at)| (Some(r), Some(at)));
+            Ok(Json(serde_json::json!({"site_id": site, "received_at": received_at, "report": report})).into_response())
+        }
+        Err(e) => Err(ApiError::db("reading the site's energy report", &e)),
+    }
+}
+
 pub async fn list_site_chargers(
     State(state): State<ApiState>,
     ApiPath(site): ApiPath<String>,

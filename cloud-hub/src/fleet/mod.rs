@@ -292,6 +292,19 @@ pub fn routes() -> Vec<Route> {
         ),
         route(
             Get,
+            "/sites/{site}/energy",
+            Viewer,
+            get_site_energy,
+            doc("getSiteEnergy", "sites", "A site's power per phase against its limits", (200, "SiteEnergy")).describe(
+                "The newest `site_energy` report of the site's edge (on a cadence, default 15 s, and at once \
+                     when its load balancer's fail-safe state changes): every circuit's meter reading per phase, \
+                     every limit on it (fuse, power limit, grid operator cap or its safe values, active \
+                     schedule periods), the allocations and the fail-safe state. `report` and `received_at` are null \
+                     until the site reports.",
+            ),
+        ),
+        route(
+            Get,
             "/sites/{site}/chargers",
             Viewer,
             list_site_chargers,

@@ -318,6 +318,85 @@ pub fn schemas() -> Map<String, Value> {
         ),
     );
     put("SitePage", page_of("Site"));
+    let phases = |item: Value| json!({"type": "array", "items": item, "minItems": 3, "maxItems": 3});
+    let number = json!({"type": "number"});
+    let number_or_null = json!({"type": ["number", "null"]});
+    put(
+        "EnergyLimit",
+        object(
+            "A limit on a circuit: per phase (A), total power (W), or both.",
+            vec![
+                (
+                    "source",
+                    json!({"type": "string", "description": "fuse, power_limit, grid_operator, grid_operator_safe \
+                    (the operator's safe values: its limits expired), schedule; a newer edge may add others."}),
+                ),
+                ("current_a", json!({"oneOf": [phases(number.clone()), {"type": "null"}]})),
+                ("power_w", number_or_null.clone()),
+                ("until", time_or_null()),
+            ],
+        ),
+    );
+    put(
+        "CircuitEnergy",
+        object(
+            "A circuit of the site: its meter reading per phase [L1, L2, L3] and every limit on it.",
+            vec![
+                ("circuit", string()),
+                ("parent", string_or_null()),
+                ("meter", string_or_null()),
+                ("state", json!({"type": "string", "description": "unmetered, fresh, stale, missing or invalid."})),
+                ("stale", boolean()),
+                ("read_at", time_or_null()),
+                ("current_a", phases(number_or_null.clone())),
+                ("power_w", phases(number_or_null.clone())),
+                ("total_power_w", number_or_null.clone()),
+                ("allocated_a", phases(number.clone())),
+                ("limits", json!({"type": "array", "items": schema_ref("EnergyLimit")})),
+            ],
+        ),
+    );
+    put(
+        "SiteEnergy",
+        object(
+            "A site's newest power-and-limits report.",
+            vec![
+                ("site_id", string()),
+                ("received_at", time_or_null()),
+                (
+                    "report",
+                    json!({"oneOf": [object(
+                        "As the edge sent it (shared-model/SYNC.md, site energy telemetry).",
+                        vec![
+                            ("at", time()),
+                            ("circuits", json!({"type": "array", "items": schema_ref("CircuitEnergy")})),
+                            ("allocated_a", phases(number.clone())),
+                            (
+                                "fail_safe",
+                                object(
+                                    "Whether the load balancer runs on safe values, and why.",
+                                    vec![
+                                        ("active", boolean()),
+                                        (
+                                            "reasons",
+                                            json!({"type": "array", "items": object(
+                                                "One thing in fail-safe.",
+                                                vec![
+                                                    ("subject", string()),
+                                                    ("kind", string()),
+                                                    ("since", time_or_null()),
+                                                ],
+                                            )}),
+                                        ),
+                                    ],
+                                ),
+                            ),
+                        ],
+                    ), {"type": "null"}]}),
+                ),
+            ],
+        ),
+    );
     put(
         "Connector",
         object(

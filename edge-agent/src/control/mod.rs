@@ -26,6 +26,7 @@
 pub mod estimate;
 pub mod observer;
 pub mod profiles;
+pub mod report;
 
 use crate::app::{LiveEvent, LiveKind, Shared};
 use crate::balancer::{

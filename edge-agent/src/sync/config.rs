@@ -65,6 +65,11 @@ pub struct SyncConfig {
     /// still used when the hub does not answer).
     #[serde(default = "default_auth_refresh_s")]
     pub auth_refresh_s: u64,
+    /// With circuits configured: how often the site's power per phase against its limits
+    /// and the balancer's fail-safe state are reported to the hub (also at once on every
+    /// fail-safe change). 0: never. Reports that wait in the outbox are coalesced.
+    #[serde(default = "default_site_energy_interval_ms")]
+    pub site_energy_interval_ms: u64,
 }
 
 fn default_batch_size() -> usize {
@@ -102,6 +107,9 @@ fn default_auth_timeout_ms() -> u64 {
 }
 fn default_auth_refresh_s() -> u64 {
     3600
+}
+fn default_site_energy_interval_ms() -> u64 {
+    15_000
 }
 
 /// Where the broker is.
@@ -227,6 +235,9 @@ impl SyncConfig {
             range("auth_timeout_ms", self.auth_timeout_ms, 100, 30_000, " ms (or 0: never ask the hub)");
         }
         range("auth_refresh_s", self.auth_refresh_s, 0, 31_536_000, " s");
+        if self.site_energy_interval_ms != 0 {
+            range("site_energy_interval_ms", self.site_energy_interval_ms, 100, 3_600_000, " ms (or 0: never report)");
+        }
         if self.reconnect_max_s.saturating_mul(1000) < self.reconnect_min_ms {
             err("reconnect_max_s", format!("must be at least reconnect_min_ms ({} ms)", self.reconnect_min_ms));
         }
