@@ -9,7 +9,11 @@
 //! - One site always goes to the same worker, so a site's batches are applied in the
 //!   order they arrived; different sites are applied in parallel.
 //! - Messages are acknowledged to the broker (PUBACK) only after they were handled, so
-//!   the broker's in-flight window bounds what waits in the workers' queues.
+//!   the broker's in-flight window bounds what waits in the workers' queues, and in the
+//!   order they arrived whichever worker finished first (MQTT 3.1.1 4.6.0-2; rumqttd
+//!   disconnects a client whose PUBACKs come out of order, and every message then in
+//!   flight to the hub was lost until the sites resent it): see [`AckOrder`]. Acks of a
+//!   connection that has since closed are never sent on the next one.
 //! - With an external broker the subscriptions are shared (`$share/{group}/...`): every
 //!   message goes to one of the hub replicas. Correctness does not depend on which one
 //!   (the site's row is locked while a batch is applied).
@@ -19,6 +23,7 @@
 use chrono::Utc;
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS, SubscribeFilter, SubscribeReasonCode};
 use shared_model::sync::Topic;
+use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,16 +107,18 @@ pub fn start(settings: &SyncSettings, store: Store, metrics: Arc<Metrics>) -> Sy
         Arc::new(Ctx { store, metrics: metrics.clone(), client: client.clone(), flow, authorizer: authorizer.clone() });
     let mut tasks = Vec::new();
     let mut queues = Vec::new();
+    let (acks, acks_rx) = mpsc::unbounded_channel();
     for _ in 0..settings.workers.max(1) {
         let (tx, rx) = mpsc::unbounded_channel();
         queues.push(tx);
-        tasks.push(tokio::spawn(worker(ctx.clone(), rx)));
+        tasks.push(tokio::spawn(worker(ctx.clone(), rx, acks.clone())));
     }
+    tasks.push(tokio::spawn(acker(client.clone(), acks_rx)));
     tasks.push(tokio::spawn(drive(
         eventloop,
         client.clone(),
         settings.filters(),
-        queues,
+        Dispatch { queues, acks },
         ready_tx,
         shutdown_rx,
         metrics,
@@ -168,12 +175,14 @@ async fn drive(
     mut eventloop: rumqttc::EventLoop,
     client: AsyncClient,
     filters: Vec<String>,
-    queues: Vec<mpsc::UnboundedSender<rumqttc::Publish>>,
+    Dispatch { queues, acks }: Dispatch,
     ready: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
 ) {
     let mut failing = false;
+    // Every message received, numbered in arrival order (over all connections).
+    let mut received: u64 = 0;
     loop {
         let event = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => break,
@@ -182,6 +191,9 @@ async fn drive(
         match event {
             Ok(Event::Incoming(Incoming::ConnAck(_))) => {
                 failing = false;
+                // What the previous connection received and has not acked stays unacked:
+                // its packet ids mean nothing on this one.
+                let _ = acks.send(AckMsg::Reset);
                 tracing::info!(filters = ?filters, "MQTT connected; subscribing");
                 let subscribe = filters.iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
                 if let Err(e) = client.try_subscribe_many(subscribe) {
@@ -198,8 +210,11 @@ async fn drive(
             }
             Ok(Event::Incoming(Incoming::Publish(publish))) => {
                 let i = shard(&publish.topic, queues.len());
+                received += 1;
+                // Before the worker can report it done (the acker sees this first).
+                let _ = acks.send(AckMsg::Received { index: received, qos: publish.qos, pkid: publish.pkid });
                 if let Some(queue) = queues.get(i)
-                    && queue.send(publish).is_err()
+                    && queue.send((publish, received)).is_err()
                 {
                     tracing::error!("ingest worker {i} is gone");
                 }
@@ -225,12 +240,93 @@ async fn drive(
     let _ = ready.send(false);
 }
 
-async fn worker(ctx: Arc<Ctx>, mut queue: mpsc::UnboundedReceiver<rumqttc::Publish>) {
-    while let Some(publish) = queue.recv().await {
+async fn worker(
+    ctx: Arc<Ctx>,
+    mut queue: mpsc::UnboundedReceiver<(rumqttc::Publish, u64)>,
+    acks: mpsc::UnboundedSender<AckMsg>,
+) {
+    while let Some((publish, index)) = queue.recv().await {
         handle(&ctx, &publish.topic, &publish.payload).await;
-        if let Err(e) = ctx.client.ack(&publish).await {
-            tracing::debug!(error = %e, "cannot acknowledge a message to the broker");
+        let _ = acks.send(AckMsg::Done(index));
+    }
+}
+
+/// Where received messages go: a worker's queue, and the acker.
+struct Dispatch {
+    queues: Vec<mpsc::UnboundedSender<(rumqttc::Publish, u64)>>,
+    acks: mpsc::UnboundedSender<AckMsg>,
+}
+
+/// What the acker hears of.
+#[derive(Debug)]
+enum AckMsg {
+    /// A message arrived (the `index`-th, counting from 1).
+    Received { index: u64, qos: QoS, pkid: u16 },
+    /// A worker has handled message `index`.
+    Done(u64),
+    /// A new connection: forget what the previous one received.
+    Reset,
+}
+
+/// Sends PUBACKs in the order the messages arrived, each once every message before it
+/// was handled.
+async fn acker(client: AsyncClient, mut queue: mpsc::UnboundedReceiver<AckMsg>) {
+    let mut order = AckOrder::default();
+    while let Some(msg) = queue.recv().await {
+        let ready = match msg {
+            AckMsg::Received { index, qos, pkid } => {
+                order.received(index, qos, pkid);
+                continue;
+            }
+            AckMsg::Done(index) => order.done(index),
+            AckMsg::Reset => {
+                order.reset();
+                continue;
+            }
+        };
+        for (qos, pkid) in ready {
+            let mut publish = rumqttc::Publish::new("", qos, Vec::<u8>::new());
+            publish.pkid = pkid;
+            if let Err(e) = client.ack(&publish).await {
+                tracing::debug!(error = %e, "cannot acknowledge a message to the broker");
+            }
         }
+    }
+}
+
+/// The messages received and not yet acknowledged, in arrival order (pure; see
+/// [`acker`]).
+#[derive(Debug, Default)]
+struct AckOrder {
+    /// (index, QoS, packet id, handled), indexes consecutive from the front.
+    waiting: VecDeque<(u64, QoS, u16, bool)>,
+}
+
+impl AckOrder {
+    fn received(&mut self, index: u64, qos: QoS, pkid: u16) {
+        self.waiting.push_back((index, qos, pkid, false));
+    }
+
+    /// Marks `index` handled; returns the acks now due, in order. An index not waiting
+    /// (from before a [`AckOrder::reset`]) is ignored.
+    fn done(&mut self, index: u64) -> Vec<(QoS, u16)> {
+        let Some(front) = self.waiting.front().map(|w| w.0) else { return Vec::new() };
+        let Some(at) = index.checked_sub(front).and_then(|d| usize::try_from(d).ok()) else { return Vec::new() };
+        match self.waiting.get_mut(at) {
+            Some(w) if w.0 == index => w.3 = true,
+            _ => return Vec::new(),
+        }
+        let mut due = Vec::new();
+        while self.waiting.front().is_some_and(|w| w.3) {
+            if let Some((_, qos, pkid, _)) = self.waiting.pop_front() {
+                due.push((qos, pkid));
+            }
+        }
+        due
+    }
+
+    fn reset(&mut self) {
+        self.waiting.clear();
     }
 }
 
@@ -467,6 +563,33 @@ mod tests {
         );
         s.share_group = Some("hub".into());
         assert_eq!(s.filters()[0], "$share/hub/sitepilot/v1/+/up/events");
+    }
+
+    #[test]
+    fn acks_go_out_in_arrival_order_whoever_finishes_first() {
+        let mut o = AckOrder::default();
+        for (i, pkid) in [(1, 10), (2, 11), (3, 12), (4, 13)] {
+            o.received(i, QoS::AtLeastOnce, pkid);
+        }
+        assert!(o.done(3).is_empty(), "3 waits for 1 and 2");
+        assert!(o.done(2).is_empty());
+        assert_eq!(o.done(1), [(QoS::AtLeastOnce, 10), (QoS::AtLeastOnce, 11), (QoS::AtLeastOnce, 12)]);
+        assert!(o.done(3).is_empty(), "acked once");
+        assert_eq!(o.done(4), [(QoS::AtLeastOnce, 13)]);
+        assert!(o.waiting.is_empty());
+    }
+
+    #[test]
+    fn acks_of_a_closed_connection_are_never_sent() {
+        let mut o = AckOrder::default();
+        o.received(1, QoS::AtLeastOnce, 1);
+        o.received(2, QoS::AtLeastOnce, 2);
+        o.reset();
+        o.received(3, QoS::AtLeastOnce, 1);
+        assert!(o.done(1).is_empty());
+        assert!(o.done(2).is_empty());
+        assert_eq!(o.done(3), [(QoS::AtLeastOnce, 1)]);
+        assert!(o.done(0).is_empty() && o.done(99).is_empty());
     }
 
     #[test]

@@ -147,6 +147,13 @@ struct HubRun {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    // The hub's, the agent's and the broker's logs, when asked for (`RUST_LOG=cloud_hub=debug`).
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     runtime.block_on(run(args))
 }
@@ -192,16 +199,41 @@ async fn run(args: Args) -> Result<()> {
         inflight_budget_batches: args.hub_inflight_budget_batches,
     };
     let mut runs = Vec::new();
+    // A backend that fails (its server away, a client that cannot connect under load) is
+    // reported with its error after the tables; the others still run.
+    let mut failed: Vec<(Backend, String)> = Vec::new();
     for backend in args.backends.clone() {
         eprintln!("== hub on {}", backend.label());
         let dir = tempfile::tempdir().context("a temporary directory")?;
-        let Some(hub) = Hub::start(backend, dir.path(), &args.pg_url, &tuning).await? else { continue };
+        let hub = match Hub::start(backend, dir.path(), &args.pg_url, &tuning).await {
+            Ok(Some(hub)) => hub,
+            Ok(None) => continue,
+            Err(e) => {
+                eprintln!("  {} failed to start: {e:#}", backend.label());
+                failed.push((backend, format!("the hub did not start: {e:#}")));
+                continue;
+            }
+        };
         let result = run_hub(&args, &hub, &site_ids, &site_batches).await;
         hub.stop().await;
-        runs.push(result?);
+        match result {
+            Ok(run) => runs.push(run),
+            Err(e) => {
+                eprintln!("  {} failed: {e:#}", backend.label());
+                failed.push((backend, format!("{e:#}")));
+            }
+        }
     }
 
     print_report(&args, cpus, &site_batches, &runs);
+    if !failed.is_empty() {
+        println!();
+        println!("## Backends that failed (no figures)");
+        println!();
+        for (backend, why) in &failed {
+            println!("- {}: {why}", backend.label());
+        }
+    }
     Ok(())
 }
 
