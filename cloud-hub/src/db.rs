@@ -254,7 +254,7 @@ pub enum Tx {
 
 /// The schema versions, in order: `(version, description, SQLite text, PostgreSQL text)`.
 /// Applied migrations are checksummed by sqlx: never edit one, add the next.
-const MIGRATIONS: [(i64, &str, &str, &str); 9] = [
+const MIGRATIONS: [(i64, &str, &str, &str); 10] = [
     (
         1,
         "sync",
@@ -308,6 +308,12 @@ const MIGRATIONS: [(i64, &str, &str, &str); 9] = [
         "dashboard_alerts",
         include_str!("../migrations/sqlite/0009_dashboard_alerts.sql"),
         include_str!("../migrations/postgres/0009_dashboard_alerts.sql"),
+    ),
+    (
+        11,
+        "ocpi_reservations_paging",
+        include_str!("../migrations/sqlite/0011_ocpi_reservations_paging.sql"),
+        include_str!("../migrations/postgres/0011_ocpi_reservations_paging.sql"),
     ),
 ];
 

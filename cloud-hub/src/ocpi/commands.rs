@@ -741,7 +741,7 @@ async fn reservation_row(
             .store
             .exec(
                 "UPDATE ocpi_reservations SET site_id = $4, station = $5, connector = $6, id_tag = $7, expiry = $8, \
-                     command_id = $9, status = 'requested', updated_at = $10 \
+                     command_id = $9, status = 'requested', updated_at = $10, reserved_seen_at = NULL \
                  WHERE ocpp_id = $11 AND partner_id = $1 AND location_id = $2 AND reservation_id = $3",
                 &args(Some(ocpp_id)),
             )
@@ -1240,11 +1240,213 @@ async fn record_post(state: &OcpiState, id: &str, tries: i64, outcome: Result<()
     Ok(())
 }
 
-/// One round: decisions, late starts, POSTs.
+/// Statuses of a connector in use: a reservation that reaches one was (most likely) taken
+/// up by its driver; its session, when it comes, says so for sure.
+const IN_USE: [&str; 6] = ["Preparing", "Charging", "SuspendedEV", "SuspendedEVSE", "Finishing", "Occupied"];
+
+/// How long after its expiry a reservation whose charger never showed it `Reserved` is
+/// taken to have ended unused (the site's events of that time have arrived by then,
+/// unless the site is offline, which postpones it).
+pub const EXPIRY_GRACE: chrono::Duration = chrono::Duration::seconds(60);
+
+/// How a live reservation stands now, from its charger's connector statuses and the
+/// sessions the site reported (pure; [`watch_reservations`] applies it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReservationFate {
+    /// Still held (or not known to be over yet).
+    Held,
+    /// The connector shows `Reserved` for the first time: remember it.
+    SeenReserved,
+    /// Its driver started a session: done, nothing to tell.
+    Used,
+    /// Over without a session: expired or cancelled at the site or by the CPO side.
+    EndedUnused,
+}
+
+/// Facts about one live reservation.
+#[derive(Debug, Clone)]
+pub struct ReservationFacts<'a> {
+    pub statuses: Vec<&'a str>,
+    pub seen_reserved: bool,
+    pub session_started: bool,
+    pub expiry: DateTime<Utc>,
+    /// The site is online (or its presence unknown).
+    pub site_online: bool,
+}
+
+/// OCPP 1.6: a reserved connector reports `Reserved` until the reservation is used
+/// (`Preparing`, then a StartTransaction with the reservation's id tag) or ends — expired,
+/// or cancelled by a CancelReservation from anyone on the CPO side — when it reports
+/// `Available` (or `Unavailable` / `Faulted`) again. A charger that never reports
+/// `Reserved` is judged by the expiry instead, [`EXPIRY_GRACE`] after it, while the site
+/// is online.
+pub fn reservation_fate(f: &ReservationFacts<'_>, now: DateTime<Utc>) -> ReservationFate {
+    if f.session_started {
+        return ReservationFate::Used;
+    }
+    let reserved = f.statuses.contains(&"Reserved");
+    let in_use = f.statuses.iter().any(|s| IN_USE.contains(s));
+    if reserved {
+        return if f.seen_reserved { ReservationFate::Held } else { ReservationFate::SeenReserved };
+    }
+    if in_use {
+        // Plugged in: wait for the session (or for the connector to come back free).
+        return ReservationFate::Held;
+    }
+    if f.seen_reserved && !f.statuses.is_empty() {
+        return ReservationFate::EndedUnused;
+    }
+    if now >= f.expiry + EXPIRY_GRACE && f.site_online {
+        return ReservationFate::EndedUnused;
+    }
+    ReservationFate::Held
+}
+
+/// Follows the reservations RESERVE_NOW made (ACCEPTED, result delivered): one whose
+/// driver started a session is `used`; one that ended unused — expired, or cancelled at
+/// the site or by the CPO side, but not by the partner's own CANCEL_RESERVATION — is
+/// `ended`, and a CommandResult CANCELED_RESERVATION goes to the RESERVE_NOW's
+/// `response_url` (OCPI 2.2.1 "ReserveNow": "the CPO sends the CommandResult
+/// CANCELED_RESERVATION"), once: a result row of its own (id `{reserve_now id}:ended`,
+/// inserted with the state change in one transaction) that [`post_due`] delivers like
+/// every other result.
+pub async fn watch_reservations(state: &OcpiState, now: DateTime<Utc>) -> Result<usize, DbError> {
+    let live = state
+        .store
+        .fetch(
+            "SELECT r.ocpp_id, r.partner_id, r.site_id, r.station, r.connector, r.id_tag, r.expiry, r.command_id, \
+                 r.reserved_seen_at, o.response_url, o.decided_at, s.online \
+             FROM ocpi_reservations r JOIN ocpi_commands o ON o.id = r.command_id \
+             LEFT JOIN sites s ON s.id = r.site_id \
+             WHERE r.status = 'active' AND (o.posted_at IS NOT NULL OR o.abandoned_at IS NOT NULL) \
+             AND NOT EXISTS (SELECT 1 FROM ocpi_commands c WHERE c.command = 'CANCEL_RESERVATION' \
+                 AND c.partner_id = r.partner_id AND c.station = r.station AND c.decided_at IS NULL)",
+            &[],
+            &[
+                Ty::Int,
+                Ty::Text,
+                Ty::Text,
+                Ty::Text,
+                Ty::Int,
+                Ty::Text,
+                Ty::Time,
+                Ty::Text,
+                Ty::Time,
+                Ty::Text,
+                Ty::Time,
+                Ty::Bool,
+            ],
+        )
+        .await?;
+    let mut ended = 0;
+    for r in &live {
+        let (Some(ocpp_id), Some(partner), Some(site), Some(station), Some(tag), Some(command_id)) =
+            (r.int(0), r.text(1), r.text(2), r.text(3), r.text(5), r.text(7))
+        else {
+            continue;
+        };
+        let evse = r.int(4).unwrap_or(0);
+        let since = r.time(10).unwrap_or(now) - CLOCK_SKEW;
+        let statuses = state
+            .store
+            .fetch(
+                "SELECT status FROM connectors WHERE site_id = $1 AND station = $2 AND evse = $3 AND connector > 0",
+                &[site.into(), station.into(), evse.into()],
+                &[Ty::Text],
+            )
+            .await?;
+        let started = state
+            .store
+            .fetch_opt(
+                "SELECT COUNT(*) FROM sessions WHERE site_id = $1 AND station = $2 AND LOWER(id_tag) = LOWER($3) \
+                 AND started_at >= $4",
+                &[site.into(), station.into(), tag.into(), since.into()],
+                &[Ty::Int],
+            )
+            .await?
+            .and_then(|c| c.int(0))
+            .unwrap_or(0);
+        let facts = ReservationFacts {
+            statuses: statuses.iter().filter_map(|s| s.text(0)).collect(),
+            seen_reserved: r.time(8).is_some(),
+            session_started: started > 0,
+            expiry: r.time(6).unwrap_or(now),
+            site_online: r.bool(11) != Some(false),
+        };
+        match reservation_fate(&facts, now) {
+            ReservationFate::Held => {}
+            ReservationFate::SeenReserved => {
+                state
+                    .store
+                    .exec(
+                        "UPDATE ocpi_reservations SET reserved_seen_at = $2 WHERE ocpp_id = $1 \
+                         AND reserved_seen_at IS NULL",
+                        &[ocpp_id.into(), now.into()],
+                    )
+                    .await?;
+            }
+            ReservationFate::Used => {
+                state
+                    .store
+                    .exec(
+                        "UPDATE ocpi_reservations SET status = 'used', updated_at = $2 WHERE ocpp_id = $1 \
+                         AND status = 'active'",
+                        &[ocpp_id.into(), now.into()],
+                    )
+                    .await?;
+            }
+            ReservationFate::EndedUnused => {
+                let mut tx = state.store.begin().await?;
+                let won = tx
+                    .exec(
+                        "UPDATE ocpi_reservations SET status = 'ended', updated_at = $2 WHERE ocpp_id = $1 \
+                         AND status = 'active' AND command_id = $3",
+                        &[ocpp_id.into(), now.into(), command_id.into()],
+                    )
+                    .await?;
+                if won == 0 {
+                    tx.rollback().await?;
+                    continue;
+                }
+                let why = if facts.seen_reserved {
+                    format!("the reservation at {station} ended without a session (expired or cancelled at the site)")
+                } else {
+                    "the reservation expired without a session".to_owned()
+                };
+                let result =
+                    CommandResult { result: CommandResultType::CanceledReservation, message: DisplayText::en(why) };
+                tx.exec(
+                    "INSERT INTO ocpi_commands (id, partner_id, module, command, body, response_url, site_id, \
+                         station, connector, id_tag, received_at, deadline, result, result_body, decided_at, \
+                         decided_by, next_post_at) \
+                     SELECT $1, partner_id, module, 'RESERVATION_ENDED', body, response_url, site_id, station, \
+                         connector, id_tag, $2, $2, $3, $4, $2, $6, $2 FROM ocpi_commands WHERE id = $5 \
+                     ON CONFLICT (id) DO NOTHING",
+                    &[
+                        format!("{command_id}:ended").into(),
+                        now.into(),
+                        result.result.as_str().into(),
+                        to_json(&result).into(),
+                        command_id.into(),
+                        (if facts.seen_reserved { "site" } else { "hub" }).into(),
+                    ],
+                )
+                .await?;
+                tx.commit().await?;
+                ended += 1;
+                tracing::info!(partner, site, station, ocpp_id, "OCPI reservation ended unused: CANCELED_RESERVATION");
+            }
+        }
+    }
+    Ok(ended)
+}
+
+/// One round: decisions, late starts, reservations that ended, POSTs.
 pub async fn tick(state: &OcpiState) -> Result<(), DbError> {
     let now = Utc::now();
     decide_due(state, now).await?;
     stop_late_starts(state, now).await?;
+    watch_reservations(state, now).await?;
     post_due(state, now).await?;
     Ok(())
 }
@@ -1385,6 +1587,39 @@ mod tests {
         assert_eq!((result.as_str(), body), ("REJECTED", json!({"result": "REJECTED"})));
         let unknown = site(CommandOutcome::Rejected, json!({"status": "Unknown"}));
         assert_eq!(decide(CHARGING_PROFILES, "CLEAR_PROFILE", Some(&unknown), 30).0, "UNKNOWN");
+    }
+
+    #[test]
+    fn a_reservation_ends_when_its_connector_leaves_reserved_without_a_session() {
+        use ReservationFate as F;
+        let now = Utc::now();
+        let facts = |statuses: Vec<&'static str>, seen: bool, session: bool, expiry_in_s: i64, online: bool| {
+            ReservationFacts {
+                statuses,
+                seen_reserved: seen,
+                session_started: session,
+                expiry: now + chrono::Duration::seconds(expiry_in_s),
+                site_online: online,
+            }
+        };
+        // Accepted, the charger has not shown it yet: held until the expiry (+ grace).
+        assert_eq!(reservation_fate(&facts(vec!["Available"], false, false, 600, true), now), F::Held);
+        assert_eq!(reservation_fate(&facts(vec!["Reserved"], false, false, 600, true), now), F::SeenReserved);
+        assert_eq!(reservation_fate(&facts(vec!["Reserved"], true, false, 600, true), now), F::Held);
+        // Reserved, then free again without a session: ended (expired or cancelled).
+        assert_eq!(reservation_fate(&facts(vec!["Available"], true, false, 600, true), now), F::EndedUnused);
+        assert_eq!(reservation_fate(&facts(vec!["Faulted"], true, false, -5, true), now), F::EndedUnused);
+        // Plugged in: wait for the session; with it, used (whatever the connector says).
+        assert_eq!(reservation_fate(&facts(vec!["Preparing"], true, false, 600, true), now), F::Held);
+        assert_eq!(reservation_fate(&facts(vec!["Available"], true, true, 600, true), now), F::Used);
+        // Never shown Reserved: ended only after the expiry and the grace, while online.
+        let grace = EXPIRY_GRACE.num_seconds();
+        assert_eq!(reservation_fate(&facts(vec!["Available"], false, false, -grace + 1, true), now), F::Held);
+        assert_eq!(reservation_fate(&facts(vec!["Available"], false, false, -grace, true), now), F::EndedUnused);
+        assert_eq!(reservation_fate(&facts(vec!["Available"], false, false, -grace, false), now), F::Held);
+        assert_eq!(reservation_fate(&facts(vec!["Available"], false, true, -grace, true), now), F::Used);
+        // No status row at all (a charger the hub knows nothing of): only the expiry.
+        assert_eq!(reservation_fate(&facts(vec![], true, false, 600, true), now), F::Held);
     }
 
     #[test]
