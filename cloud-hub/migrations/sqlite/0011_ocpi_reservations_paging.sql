@@ -11,3 +11,6 @@ CREATE INDEX ocpi_reservations_status ON ocpi_reservations (status);
 -- GET locations pages by location_id with LIMIT / OFFSET: the count and a page's ids
 -- from this index alone (the rows an OFFSET skips are not read), then the bodies by id.
 CREATE INDEX ocpi_locations_page ON ocpi_locations (publish, location_id, last_updated_ms) WHERE body IS NOT NULL;
+-- The refresh before every GET looks for Locations behind their site's events: from
+-- this index and `sites`, without reading the stored bodies.
+CREATE INDEX ocpi_locations_source ON ocpi_locations (site_id, source_seq);

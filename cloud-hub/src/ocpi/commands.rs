@@ -21,7 +21,10 @@
 //!   1000, and stores that it did: a restarted hub neither loses nor repeats it (short of
 //!   dying between the partner's answer and that write);
 //! - stops a transaction that a START_SESSION started although the partner was told it
-//!   failed or timed out ([`LATE_START_WATCH`]), and records why.
+//!   failed or timed out ([`LATE_START_WATCH`]), and records why;
+//! - follows the reservations RESERVE_NOW made: one that ends unused (expired, or
+//!   cancelled at the site or by the CPO side) gets a second result, CANCELED_RESERVATION,
+//!   at the RESERVE_NOW's `response_url`, once ([`watch_reservations`]).
 //!
 //! Sessions: STOP_SESSION's `session_id` (and the charging profiles' one) is our session
 //! id as the hub's `sessions` table has it, `transaction_uid`. (The sessions module that
@@ -482,6 +485,48 @@ async fn any_available(state: &OcpiState, location_id: &str) -> OcpiResult<Optio
     Ok(found.and_then(|(_, evses)| evses.into_iter().find(|e| e.status == "AVAILABLE")))
 }
 
+/// Why a command may not use `token` at a charger (it is another party's, or longer than
+/// an OCPP 1.6 idTag); `None` when it may.
+fn token_refusal(caller: &Caller, token: &Token) -> Option<String> {
+    if !own_token(caller, token) {
+        return Some(format!(
+            "token {}/{} is not of your party: use your own tokens",
+            token.country_code, token.party_id
+        ));
+    }
+    if token.uid.chars().count() > MAX_ID_TAG {
+        return Some(format!("token uid {:?} is longer than the 20 characters an OCPP 1.6 charger takes", token.uid));
+    }
+    None
+}
+
+/// The EVSE the request named, else any AVAILABLE one of the location; `Err` is the
+/// REJECTED answer when there is none (`what`: "" or " to reserve").
+async fn evse_or_any(
+    state: &OcpiState,
+    named: Option<EvseRef>,
+    location_id: &str,
+    what: &str,
+) -> OcpiResult<Result<EvseRef, Response>> {
+    if let Some(e) = named {
+        return Ok(Ok(e));
+    }
+    Ok(match any_available(state, location_id).await? {
+        Some(e) => Ok(e),
+        None => {
+            let msg = format!("no EVSE of location {location_id:?} is AVAILABLE{what}");
+            Err(response(state, CommandResponseType::Rejected, Some(msg)))
+        }
+    })
+}
+
+/// Stores the request and sends its site command ([`store_and_send`]): the ACCEPTED
+/// CommandResponse.
+async fn accept(state: &OcpiState, r: NewRequest<'_>) -> OcpiResult<Response> {
+    store_and_send(state, r).await.map_err(db_err)?;
+    Ok(response(state, CommandResponseType::Accepted, None))
+}
+
 async fn start_session(state: &OcpiState, caller: &Caller, body: &[u8]) -> OcpiResult<Response> {
     let (req, raw): (StartSession, Value) = parse_body(body, "StartSession")?;
     url(&req.response_url)?;
@@ -497,26 +542,12 @@ async fn start_session(state: &OcpiState, caller: &Caller, body: &[u8]) -> OcpiR
         Ok(t) => t,
         Err(r) => return Ok(r),
     };
-    if !own_token(caller, &req.token) {
-        let msg = format!(
-            "token {}/{} is not of your party: use your own tokens",
-            req.token.country_code, req.token.party_id
-        );
+    if let Some(msg) = token_refusal(caller, &req.token) {
         return Ok(response(state, CommandResponseType::Rejected, Some(msg)));
     }
-    if req.token.uid.chars().count() > MAX_ID_TAG {
-        let msg = format!("token uid {:?} is longer than the 20 characters an OCPP 1.6 charger takes", req.token.uid);
-        return Ok(response(state, CommandResponseType::Rejected, Some(msg)));
-    }
-    let evse = match t.evse {
-        Some(e) => e,
-        None => match any_available(state, &req.location_id).await? {
-            Some(e) => e,
-            None => {
-                let msg = format!("no EVSE of location {:?} is AVAILABLE", req.location_id);
-                return Ok(response(state, CommandResponseType::Rejected, Some(msg)));
-            }
-        },
+    let evse = match evse_or_any(state, t.evse, &req.location_id, "").await? {
+        Ok(e) => e,
+        Err(r) => return Ok(r),
     };
     let connector = u32::try_from(evse.evse).unwrap_or(0);
     let command = Command::RemoteStart {
@@ -524,7 +555,7 @@ async fn start_session(state: &OcpiState, caller: &Caller, body: &[u8]) -> OcpiR
         connector: Some(connector),
         id_tag: req.token.uid.clone(),
     };
-    store_and_send(
+    accept(
         state,
         NewRequest {
             id: None,
@@ -543,8 +574,6 @@ async fn start_session(state: &OcpiState, caller: &Caller, body: &[u8]) -> OcpiR
         },
     )
     .await
-    .map_err(db_err)?;
-    Ok(response(state, CommandResponseType::Accepted, None))
 }
 
 /// A session the caller may act on, or the answer to give instead: UNKNOWN_SESSION when
@@ -581,7 +610,7 @@ async fn stop_session(state: &OcpiState, caller: &Caller, body: &[u8]) -> OcpiRe
         SessionCheck::Rejected(m) => return Ok(response(state, CommandResponseType::Rejected, Some(m))),
     };
     let command = Command::RemoteStop { station: s.station.clone(), transaction_id: tx };
-    store_and_send(
+    accept(
         state,
         NewRequest {
             id: None,
@@ -600,8 +629,6 @@ async fn stop_session(state: &OcpiState, caller: &Caller, body: &[u8]) -> OcpiRe
         },
     )
     .await
-    .map_err(db_err)?;
-    Ok(response(state, CommandResponseType::Accepted, None))
 }
 
 async fn reserve_now(state: &OcpiState, caller: &Caller, body: &[u8]) -> OcpiResult<Response> {
@@ -617,15 +644,7 @@ async fn reserve_now(state: &OcpiState, caller: &Caller, body: &[u8]) -> OcpiRes
         Ok(t) => t,
         Err(r) => return Ok(r),
     };
-    if !own_token(caller, &req.token) {
-        let msg = format!(
-            "token {}/{} is not of your party: use your own tokens",
-            req.token.country_code, req.token.party_id
-        );
-        return Ok(response(state, CommandResponseType::Rejected, Some(msg)));
-    }
-    if req.token.uid.chars().count() > MAX_ID_TAG {
-        let msg = format!("token uid {:?} is longer than the 20 characters an OCPP 1.6 charger takes", req.token.uid);
+    if let Some(msg) = token_refusal(caller, &req.token) {
         return Ok(response(state, CommandResponseType::Rejected, Some(msg)));
     }
     let now = Utc::now();
@@ -633,15 +652,9 @@ async fn reserve_now(state: &OcpiState, caller: &Caller, body: &[u8]) -> OcpiRes
         let msg = format!("expiry_date {} has passed", req.expiry_date);
         return Ok(response(state, CommandResponseType::Rejected, Some(msg)));
     }
-    let evse = match t.evse {
-        Some(e) => e,
-        None => match any_available(state, &req.location_id).await? {
-            Some(e) => e,
-            None => {
-                let msg = format!("no EVSE of location {:?} is AVAILABLE to reserve", req.location_id);
-                return Ok(response(state, CommandResponseType::Rejected, Some(msg)));
-            }
-        },
+    let evse = match evse_or_any(state, t.evse, &req.location_id, " to reserve").await? {
+        Ok(e) => e,
+        Err(r) => return Ok(r),
     };
     let id = uuid::Uuid::new_v4().to_string();
     let (ocpp_id, moved_from) =
@@ -674,7 +687,7 @@ async fn reserve_now(state: &OcpiState, caller: &Caller, body: &[u8]) -> OcpiRes
         id_tag: req.token.uid.clone(),
         reservation_id,
     };
-    store_and_send(
+    accept(
         state,
         NewRequest {
             id: Some(id),
@@ -693,8 +706,6 @@ async fn reserve_now(state: &OcpiState, caller: &Caller, body: &[u8]) -> OcpiRes
         },
     )
     .await
-    .map_err(db_err)?;
-    Ok(response(state, CommandResponseType::Accepted, None))
 }
 
 /// Creates or replaces the reservation row; our OCPP reservation id, and the station it
@@ -832,7 +843,7 @@ async fn unlock_connector(state: &OcpiState, caller: &Caller, body: &[u8]) -> Oc
     };
     let command =
         Command::UnlockConnector { station: evse.station.clone(), connector: u32::try_from(evse.evse).unwrap_or(0) };
-    store_and_send(
+    accept(
         state,
         NewRequest {
             id: None,
@@ -851,8 +862,6 @@ async fn unlock_connector(state: &OcpiState, caller: &Caller, body: &[u8]) -> Oc
         },
     )
     .await
-    .map_err(db_err)?;
-    Ok(response(state, CommandResponseType::Accepted, None))
 }
 
 // ---- results ----------------------------------------------------------------------

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::transport::{self, OcpiError, OcpiResult, PageRequest};
 use super::{CallerExt, OcpiState, Settings};
-use crate::db::{DbError, Store, Ty};
+use crate::db::{DbError, Store, Ty, Val};
 
 /// Serialises refreshes within one hub (replicas are kept apart by the site lock), and
 /// lets the GETs waiting for one share it.
@@ -423,7 +423,7 @@ async fn list_inner(state: &OcpiState, uri: &Uri) -> OcpiResult<Response> {
     let db = |e: DbError| OcpiError::db("listing the locations", &e);
     let offset = i64::try_from(page.offset).unwrap_or(i64::MAX);
     let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
-    let (count_sql, page_sql, count_args, page_args) = if window {
+    let (count_sql, page_sql, count_args, page_args): (_, _, Vec<Val>, Vec<Val>) = if window {
         (
             COUNT_WINDOW,
             PAGE_WINDOW,

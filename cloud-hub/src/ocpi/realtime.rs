@@ -17,6 +17,10 @@
 //! decision) is recorded in `ocpi_authorizations`: the ALLOWED ones make the session
 //! that follows the partner's (see [`super::sessions::owner`]), with its
 //! `authorization_reference`.
+//!
+//! Each site has a budget of requests ([`RateLimiter`], `[ocpi] auth_rate_per_s` and
+//! `auth_burst`): over it the answer is Unknown at once, no eMSP is asked, and the site's
+//! offline policy decides.
 
 use chrono::Utc;
 use std::collections::HashMap;

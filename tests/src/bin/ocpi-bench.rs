@@ -222,7 +222,8 @@ async fn get(http: &reqwest::Client, url: &str, auth: &str) -> Result<(Duration,
     let total = res.headers().get("x-total-count").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     let body = res.bytes().await?;
     let took = started.elapsed();
-    if !status.is_success() || !body.windows(20).any(|w| w == b"\"status_code\":1000,") {
+    let ok = b"\"status_code\":1000,";
+    if !status.is_success() || !body.windows(ok.len()).any(|w| w == ok) {
         bail!("GET {url}: {status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)]));
     }
     Ok((took, body.len(), total))
