@@ -576,6 +576,14 @@ async fn a_parked_cdr_is_sent_again_on_request(backend: Backend) {
     assert_eq!(r.http, 404, "{:?}", r.body);
     assert!(r.body["detail"].as_str().is_some_and(|d| d.contains("nobody")), "{:?}", r.body);
 
+    // The route is in the fleet API's OpenAPI document.
+    let doc = hub.api(reqwest::Method::GET, "/openapi.json", None).await;
+    let op = &doc.body["paths"]["/api/v1/ocpi/partners/{name}/outbox/retry"]["post"];
+    assert_eq!(op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+               "#/components/schemas/OcpiOutboxRetry", "{op}");
+    let schema = &doc.body["components"]["schemas"]["OcpiOutboxRetry"];
+    assert_eq!(schema["required"], json!(["name", "retried"]), "{schema}");
+
     // The eMSP is fixed; the operator retries: the CDR arrives, once.
     emsp.refuse_cdrs(false);
     let r = hub.api(reqwest::Method::POST, "/ocpi/partners/emsp/outbox/retry", None).await;

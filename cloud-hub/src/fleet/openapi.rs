@@ -663,7 +663,7 @@ fn ocpi_admin_paths() -> Vec<(String, Value)> {
         "description": "A CDR the partner kept refusing (an OCPI error status, 8 times) is parked, never deleted \
             (`GET /api/v1/ocpi/partners` counts them in `outbox.parked`). Once the partner has fixed what made it \
             refuse them, this moves them back to pending: they are POSTed again, in their order, through the same \
-            durable outbox, each delivered once.\n\nRoles: admin.",
+            durable outbox, each delivered once. Served when `[ocpi] enabled`.\n\nRoles: admin.",
         "x-sitepilot-role": "admin",
         "parameters": [name],
         "responses": {

@@ -177,6 +177,7 @@ impl Service {
     ) -> anyhow::Result<Service> {
         partners::bootstrap(&store, c).await?;
         let settings = Arc::new(Settings::new(c, http_addr));
+        let auth_limiter = Arc::new(realtime::RateLimiter::new(settings.auth_rate_per_s, settings.auth_burst));
         let client = client::Client::default();
         let push = push::PushHandle::start(store.clone(), settings.clone(), client.clone());
         let state = OcpiState {
@@ -186,7 +187,7 @@ impl Service {
             locations: Arc::new(locations::Refresher::default()),
             tariffs_seen: Arc::new(tariffs::Seen::default()),
             sessions: Arc::new(sessions::Refresher::default()),
-            auth_limiter: Arc::new(realtime::RateLimiter::new(settings.auth_rate_per_s, settings.auth_burst)),
+            auth_limiter,
             push,
             mqtt,
         };
