@@ -579,8 +579,10 @@ async fn a_parked_cdr_is_sent_again_on_request(backend: Backend) {
     // The route is in the fleet API's OpenAPI document.
     let doc = hub.api(reqwest::Method::GET, "/openapi.json", None).await;
     let op = &doc.body["paths"]["/api/v1/ocpi/partners/{name}/outbox/retry"]["post"];
-    assert_eq!(op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
-               "#/components/schemas/OcpiOutboxRetry", "{op}");
+    assert_eq!(
+        op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/OcpiOutboxRetry",
+        "{op}"
+    );
     let schema = &doc.body["components"]["schemas"]["OcpiOutboxRetry"];
     assert_eq!(schema["required"], json!(["name", "retried"]), "{schema}");
 
@@ -787,15 +789,8 @@ async fn a_site_over_its_auth_rate_gets_unknown(backend: Backend) {
         assert!(a.source.as_deref().is_some_and(|s| s.contains("too many")), "{a:?}");
     }
     assert_eq!(emsp.authorizations().len(), asked, "no eMSP call over the rate");
-    let metrics = hub
-        .http
-        .get(format!("{}/metrics", hub.base))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics =
+        hub.http.get(format!("{}/metrics", hub.base)).send().await.expect("GET /metrics").text().await.expect("text");
     assert!(metrics.lines().any(|l| l == "sitepilot_hub_ocpi_auth_rate_limited_total 3"), "{metrics}");
     hub.running.shutdown().await;
 }

@@ -761,8 +761,10 @@ mod tests {
         let doc = document(&super::super::routes());
         let op = &doc["paths"]["/api/v1/ocpi/partners/{name}/outbox/retry"]["post"];
         assert_eq!(op["x-sitepilot-role"], "admin");
-        assert_eq!(op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
-                   "#/components/schemas/OcpiOutboxRetry");
+        assert_eq!(
+            op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/OcpiOutboxRetry"
+        );
     }
 
     #[test]

@@ -1602,15 +1602,14 @@ mod tests {
     fn a_reservation_ends_when_its_connector_leaves_reserved_without_a_session() {
         use ReservationFate as F;
         let now = Utc::now();
-        let facts = |statuses: Vec<&'static str>, seen: bool, session: bool, expiry_in_s: i64, online: bool| {
-            ReservationFacts {
+        let facts =
+            |statuses: Vec<&'static str>, seen: bool, session: bool, expiry_in_s: i64, online: bool| ReservationFacts {
                 statuses,
                 seen_reserved: seen,
                 session_started: session,
                 expiry: now + chrono::Duration::seconds(expiry_in_s),
                 site_online: online,
-            }
-        };
+            };
         // Accepted, the charger has not shown it yet: held until the expiry (+ grace).
         assert_eq!(reservation_fate(&facts(vec!["Available"], false, false, 600, true), now), F::Held);
         assert_eq!(reservation_fate(&facts(vec!["Reserved"], false, false, 600, true), now), F::SeenReserved);

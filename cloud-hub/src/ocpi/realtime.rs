@@ -23,11 +23,11 @@
 //! offline policy decides.
 
 use chrono::Utc;
+use shared_model::ocpi::{AuthorizationInfo, LocationReferences, Token, auth_method, status};
+use shared_model::sync::{AuthAnswer, AuthRequest, AuthVerdict, PROTOCOL_VERSION};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use shared_model::ocpi::{AuthorizationInfo, LocationReferences, Token, auth_method, status};
-use shared_model::sync::{AuthAnswer, AuthRequest, AuthVerdict, PROTOCOL_VERSION};
 use tokio::task::JoinSet;
 
 use super::OcpiState;
