@@ -35,6 +35,25 @@ pub struct Refresher {
     /// Refreshes begun, and the number of the last one completed.
     begun: AtomicU64,
     completed: AtomicU64,
+    /// The [`Signature`] read before the last refresh that found nothing to rebuild: while
+    /// the database shows the same one, nothing is out of date.
+    clean: std::sync::Mutex<Option<Signature>>,
+}
+
+/// A cheap fingerprint of what makes a Location out of date: the sum of every site's
+/// `applied_through` (ingest only raises it), the sum of the Locations' `source_seq` (a
+/// build raises it, a metadata change sets it to -1) and their count. Any event applied,
+/// Location built or metadata changed after it was read gives another one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Signature(i64, i64, i64);
+
+const SIGNATURE_SQL: &str = "SELECT (SELECT CAST(COALESCE(SUM(applied_through), 0) AS BIGINT) FROM sites), \
+                             (SELECT CAST(COALESCE(SUM(source_seq), 0) AS BIGINT) FROM ocpi_locations), \
+                             (SELECT COUNT(*) FROM ocpi_locations)";
+
+async fn signature(store: &Store) -> Result<Option<Signature>, DbError> {
+    let row = store.fetch_opt(SIGNATURE_SQL, &[], &[Ty::Int, Ty::Int, Ty::Int]).await?;
+    Ok(row.and_then(|r| Some(Signature(r.int(0)?, r.int(1)?, r.int(2)?))))
 }
 
 /// What a refresh changed, to push to the eMSPs' locations Receiver.
@@ -331,9 +350,13 @@ pub async fn refresh(state: &OcpiState) -> Result<usize, DbError> {
 
 async fn refresh_locked(state: &OcpiState) -> Result<usize, DbError> {
     let run = state.locations.begun.fetch_add(1, Ordering::SeqCst) + 1;
+    // Read before looking: whatever changes after it changes the signature.
+    let before = signature(&state.store).await?;
     let refreshed = refresh_now(state).await;
-    if refreshed.is_ok() {
+    if let Ok(rebuilt) = refreshed {
         state.locations.completed.fetch_max(run, Ordering::SeqCst);
+        let clean = if rebuilt == 0 { before } else { None };
+        *state.locations.clean.lock().unwrap_or_else(|p| p.into_inner()) = clean;
     }
     refreshed
 }
@@ -341,11 +364,18 @@ async fn refresh_locked(state: &OcpiState) -> Result<usize, DbError> {
 /// A refresh for a GET: what ingest applied before the GET arrived is in what it
 /// serves. A refresh that began after the GET arrived and completed is as good as one
 /// of its own, so GETs that come together share one instead of queueing one each
-/// behind the lock.
+/// behind the lock; and while the database's [`Signature`] is the one a refresh found
+/// everything up to date at, there is nothing to look for (the signature costs an index
+/// scan; looking, a join of every Location with its site). The refresh loop always
+/// looks.
 pub async fn refresh_for_read(state: &OcpiState) -> Result<(), DbError> {
     let arrived = state.locations.begun.load(Ordering::SeqCst);
     let _guard = state.locations.lock.lock().await;
     if state.locations.completed.load(Ordering::SeqCst) > arrived {
+        return Ok(());
+    }
+    let clean = *state.locations.clean.lock().unwrap_or_else(|p| p.into_inner());
+    if clean.is_some() && signature(&state.store).await? == clean {
         return Ok(());
     }
     refresh_locked(state).await.map(|_| ())

@@ -22,6 +22,9 @@
 //! cheaper night window, on one thread: CDRs per second per core. Baseline in the same
 //! run: `Session::validate` on the same sessions (the least the engine does per CDR).
 //!
+//! PostgreSQL gets `VACUUM ANALYZE` after each bulk load, as its autovacuum would;
+//! SQLite none (the hub never runs it).
+//!
 //! ```text
 //! cargo build --release -p tests --bin ocpi-bench
 //! target/release/ocpi-bench                              # SQLite, and PostgreSQL if reachable
@@ -85,6 +88,10 @@ struct Args {
     /// Skip the pricing part.
     #[arg(long)]
     no_pricing: bool,
+    /// Keep the databases for a look afterwards: the SQLite file in this folder, the
+    /// PostgreSQL database not dropped (both named on stderr).
+    #[arg(long)]
+    keep: Option<std::path::PathBuf>,
 }
 
 struct Pg {
@@ -288,16 +295,31 @@ fn row(backend: &str, evses: usize, what: &str, f: &Figures, target: &str) {
 
 async fn locations(backend: Backend, args: &Args) -> Result<()> {
     let temp = tempfile::tempdir()?;
+    let dir = match &args.keep {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            dir.clone()
+        }
+        None => temp.path().to_owned(),
+    };
     let (url, pg) = match backend {
-        Backend::Sqlite => (format!("sqlite://{}", temp.path().join("hub.db").display()), None),
+        Backend::Sqlite => {
+            let file = dir.join("hub.db");
+            if args.keep.is_some() {
+                eprintln!("keeping the SQLite database {}", file.display());
+            }
+            (format!("sqlite://{}", file.display()), None)
+        }
         Backend::Postgres => {
             let (pg, url) = Pg::create(&args.pg_url).await?;
             (url, Some(pg))
         }
     };
-    let result = locations_on(backend, &url, temp.path(), args).await;
-    if let Some(pg) = pg {
-        pg.drop_now().await;
+    let result = locations_on(backend, &url, &dir, args).await;
+    match pg {
+        Some(pg) if args.keep.is_some() => eprintln!("keeping the PostgreSQL database {}", pg.name),
+        Some(pg) => pg.drop_now().await,
+        None => {}
     }
     result
 }
@@ -363,8 +385,9 @@ async fn locations_on(backend: Backend, url: &str, dir: &std::path::Path, args: 
         let built = cloud_hub::ocpi::locations::refresh(ocpi).await?;
         let build = started.elapsed();
         if backend == Backend::Postgres {
-            // Statistics for the planner, as autovacuum gathers them after a bulk change.
-            store.exec("ANALYZE", &[]).await?;
+            // Statistics for the planner and the visibility map, as autovacuum leaves them
+            // after a bulk change (the bench measures at once; production runs with both).
+            store.exec("VACUUM ANALYZE", &[]).await?;
         }
         let published = store
             .fetch_opt("SELECT COUNT(*) FROM ocpi_locations WHERE body IS NOT NULL", &[], &[Ty::Int])
