@@ -40,6 +40,20 @@ pub struct Running {
 /// connected and subscribed; with an external broker it keeps trying in the background
 /// (see [`Running::wait_ready`]).
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    start_with(config, Extras::default()).await
+}
+
+/// What a caller adds to a hub's HTTP routes (benchmarks: a baseline served by the same
+/// stack). The binary adds nothing.
+#[derive(Default)]
+pub struct Extras {
+    /// Routes under the OCPI router, behind its authentication and headers (with
+    /// `[ocpi] enabled`).
+    pub ocpi_routes: Option<axum::Router<crate::ocpi::OcpiState>>,
+}
+
+/// [`start`] with `extras` mounted.
+pub async fn start_with(config: Config, extras: Extras) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new());
     let store = Store::connect(&config.db, config.database.max_connections).await?;
     tracing::info!(database = %config.db, "database ready");
@@ -132,7 +146,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     app = app.merge(crate::dashboard::router(store.clone(), dashboard));
     let ocpi = if config.ocpi.enabled {
         let service = crate::ocpi::Service::start(&config.ocpi, store.clone(), http_addr, Some(sync.client())).await?;
-        app = crate::ocpi::mount(app, service.state.clone());
+        app = crate::ocpi::mount_with(app, service.state.clone(), extras.ocpi_routes.unwrap_or_default());
         sync.set_ocpi(service.state.clone());
         Some(service)
     } else {

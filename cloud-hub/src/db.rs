@@ -333,6 +333,12 @@ const MIGRATIONS: [(i64, &str, &str, &str); 10] = [
         include_str!("../migrations/sqlite/0010_site_energy.sql"),
         include_str!("../migrations/postgres/0010_site_energy.sql"),
     ),
+    (
+        11,
+        "ocpi_reservations_paging",
+        include_str!("../migrations/sqlite/0011_ocpi_reservations_paging.sql"),
+        include_str!("../migrations/postgres/0011_ocpi_reservations_paging.sql"),
+    ),
 ];
 
 fn migrator(postgres: bool) -> Migrator {

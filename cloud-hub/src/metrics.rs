@@ -43,6 +43,7 @@ pub struct Metrics {
     pub command_results: Family<ResultLabels, Counter>,
     pub commands_published: Family<ReasonLabels, Counter>,
     pub api_refused: Family<ReasonLabels, Counter>,
+    pub ocpi_auth_rate_limited: Counter,
     pub dashboard_streams: Gauge,
 }
 
@@ -128,6 +129,13 @@ impl Metrics {
              forbidden (the key's role does not allow the route, 403)",
             api_refused.clone(),
         );
+        let ocpi_auth_rate_limited = Counter::default();
+        registry.register(
+            "ocpi_auth_rate_limited",
+            "Sites' authorization requests (up/auth) over their rate ([ocpi] auth_rate_per_s, auth_burst), \
+             answered Unknown at once without asking any eMSP",
+            ocpi_auth_rate_limited.clone(),
+        );
         let dashboard_streams = Gauge::default();
         registry.register(
             "dashboard_streams",
@@ -149,6 +157,7 @@ impl Metrics {
             command_results,
             commands_published,
             api_refused,
+            ocpi_auth_rate_limited,
             dashboard_streams,
         }
     }

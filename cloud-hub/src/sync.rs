@@ -480,9 +480,16 @@ async fn on_result(ctx: &Ctx, site: &str, payload: &[u8]) -> Result<(), Reject> 
 fn on_auth(ctx: &Ctx, site: &str, payload: &[u8]) -> Result<(), Reject> {
     let req = ingest::parse_auth_request(site, payload)?;
     let (client, ocpi) = (ctx.client.clone(), ctx.authorizer.get().cloned());
+    // Over the site's budget: Unknown at once, no eMSP asked (the site's policy decides).
+    let limited = ocpi.as_ref().is_some_and(|s| !s.auth_limiter.admit(site, std::time::Instant::now()));
+    if limited {
+        ctx.metrics.ocpi_auth_rate_limited.inc();
+        tracing::warn!(site, id_tag = req.id_tag, "authorization request over the site's rate: answered Unknown");
+    }
     let site = site.to_owned();
     tokio::spawn(async move {
         let answer = match &ocpi {
+            Some(_) if limited => crate::ocpi::realtime::rate_limited(&req),
             Some(state) => crate::ocpi::realtime::authorize_for_site(state, &req).await,
             None => crate::ocpi::realtime::unknown(&req, "hub: OCPI is off"),
         };

@@ -545,6 +545,96 @@ async fn charging_profiles(backend: Backend) {
 }
 on_both_databases!(charging_profiles, charging_profiles_sqlite, charging_profiles_postgres);
 
+/// Waits until `n` results were accepted at `url`; them.
+async fn results(f: &Fixture, url: &str, n: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = f.emsp.results_at(url);
+        if got.len() >= n {
+            return got;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{} of {n} results at {url}: {got:?}", got.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn reservation_status(f: &Fixture, reservation_id: &str) -> (String, bool) {
+    let row = f
+        .running()
+        .store
+        .fetch_opt(
+            "SELECT status, reserved_seen_at FROM ocpi_reservations WHERE reservation_id = $1",
+            &[reservation_id.into()],
+            &[cloud_hub::db::Ty::Text, cloud_hub::db::Ty::Time],
+        )
+        .await
+        .expect("query")
+        .expect("a reservation row");
+    (row.text(0).unwrap_or_default().to_owned(), row.time(1).is_some())
+}
+
+/// OCPI 2.2.1 ReserveNow: a reservation that ends at the charger without being used
+/// (the connector leaves `Reserved` for `Available`: expired, or cancelled at the site
+/// or by the CPO side) gets a second CommandResult, CANCELED_RESERVATION, at the
+/// RESERVE_NOW's `response_url`, once. One its driver uses gets none, nor does one the
+/// partner cancels itself (see `every_command_round_trips`).
+async fn a_reservation_ending_unused_is_reported(backend: Backend) {
+    let Some((_db, mut f)) = Fixture::new(backend, 30).await else { return };
+    let expiry = shared_model::ocpi::timestamp(Utc::now() + chrono::Duration::minutes(15));
+    let reserve = |f: &Fixture, id: &str, evse: i64| {
+        json!({"token": f.token("EMSP-R"), "expiry_date": expiry, "reservation_id": id, "location_id": LOCATION,
+            "evse_uid": f.evse(evse)})
+    };
+
+    // R-10 on EVSE 2: accepted, the connector shows Reserved, then Available again.
+    let (url, status, answer) = f.command("RESERVE_NOW", reserve(&f, "R-10", 2)).await;
+    accepted(status, &answer, 30);
+    let env = f.edge.next_command().await;
+    f.answer(&env, CommandOutcome::Accepted, json!({"status": "Accepted"})).await;
+    assert_eq!(f.result(&url).await, json!({"result": "ACCEPTED"}));
+    f.event(|seq| connector_status(seq, "CP-1", 2, ConnectorStatus::Reserved)).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while reservation_status(&f, "R-10").await != ("active".to_owned(), true) {
+        assert!(tokio::time::Instant::now() < deadline, "the hub notes the Reserved connector");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Held: nothing more for the partner.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(f.emsp.results_at(&url).len(), 1);
+    f.event(|seq| connector_status(seq, "CP-1", 2, ConnectorStatus::Available)).await;
+    let got = results(&f, &url, 2).await;
+    assert_eq!(got[1]["result"], "CANCELED_RESERVATION", "{got:?}");
+    assert!(got[1]["message"][0]["text"].as_str().is_some_and(|t| t.contains("without a session")), "{got:?}");
+    assert_eq!(reservation_status(&f, "R-10").await.0, "ended");
+
+    // R-11 on EVSE 1: used by its driver (Preparing, then the session): no second result.
+    let (url_used, _, _) = f.command("RESERVE_NOW", reserve(&f, "R-11", 1)).await;
+    let env = f.edge.next_command().await;
+    f.answer(&env, CommandOutcome::Accepted, json!({"status": "Accepted"})).await;
+    assert_eq!(f.result(&url_used).await["result"], "ACCEPTED");
+    f.event(|seq| connector_status(seq, "CP-1", 1, ConnectorStatus::Reserved)).await;
+    f.event(|seq| connector_status(seq, "CP-1", 1, ConnectorStatus::Preparing)).await;
+    f.event(|seq| tx_started(seq, "tx-reserved", 1, "EMSP-R", "77")).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while reservation_status(&f, "R-11").await.0 != "used" {
+        assert!(tokio::time::Instant::now() < deadline, "the reservation is used");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    f.event(|seq| connector_status(seq, "CP-1", 1, ConnectorStatus::Available)).await;
+
+    // Each result once, also after more rounds of the watcher.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(f.emsp.results_at(&url).len(), 2, "CANCELED_RESERVATION once");
+    assert_eq!(f.emsp.results_at(&url_used).len(), 1, "a used reservation gets no second result");
+    let rows = all_posted(&f, 3).await;
+    let ended: Vec<_> = rows.iter().filter(|r| r.command == "RESERVATION_ENDED").collect();
+    assert_eq!(ended.len(), 1, "{rows:#?}");
+    assert_eq!(ended[0].result.as_deref(), Some("CANCELED_RESERVATION"));
+    assert_eq!(ended[0].decided_by.as_deref(), Some("site"));
+    f.shutdown().await;
+}
+on_both_databases!(a_reservation_ending_unused_is_reported, reservation_ends_sqlite, reservation_ends_postgres);
+
 /// Version details list the two Receivers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_details_list_commands_and_charging_profiles() {

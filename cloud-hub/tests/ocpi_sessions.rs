@@ -532,6 +532,84 @@ async fn a_cdr_survives_a_hub_restart_while_the_emsp_is_down(backend: Backend) {
 }
 on_both_databases!(a_cdr_survives_a_hub_restart_while_the_emsp_is_down, cdr_restart_sqlite, cdr_restart_postgres);
 
+/// A CDR the eMSP keeps refusing (an OCPI error status) is parked after its tries, never
+/// deleted; once the eMSP takes CDRs again, an admin's `POST /api/v1/ocpi/partners/{name}
+/// /outbox/retry` sends it again and it arrives once. Other roles and unknown partners
+/// are refused.
+async fn a_parked_cdr_is_sent_again_on_request(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else { return };
+    let hub = start(&db, "").await;
+    hub.depot(false).await;
+    let emsp = hub.emsp("emsp", "EMS").await;
+    emsp.push_token(&emsp.token("ROAM-4")).await.expect("token pushed");
+    emsp.refuse_cdrs(true);
+    hub.ingest(vec![
+        started(2, "tx-roam-4", "ROAM-4", 1000),
+        energy(3, "tx-roam-4", 10, 2500),
+        stopped(4, "tx-roam-4", "ROAM-4", 4000),
+    ])
+    .await;
+    let parked = async {
+        while hub.count("SELECT COUNT(*) FROM ocpi_outbox WHERE module = 'cdrs' AND state = 'parked'").await < 1 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(TIMEOUT, parked).await.expect("the refused CDR is parked");
+    let refusals = emsp.cdr_refusals();
+    assert_eq!(refusals as i64, cloud_hub::ocpi::push::MAX_TRIES, "tried MAX_TRIES times, then parked");
+    let r = hub.api(reqwest::Method::GET, "/ocpi/partners", None).await;
+    let mine = r.body["items"].as_array().and_then(|l| l.iter().find(|p| p["id"] == "emsp").cloned()).expect("listed");
+    assert_eq!(mine["outbox"]["parked"], 1, "{mine}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(emsp.cdr_refusals(), refusals, "a parked CDR is not tried again by itself");
+    assert!(emsp.pushes().iter().all(|p| p.module != "cdrs"));
+
+    // Only an admin may retry, and only a partner that exists.
+    let viewer = cloud_hub::auth::add_key(&hub.running.store, "viewer", Role::Viewer).await.expect("key").token;
+    let r = hub
+        .send(reqwest::Method::POST, "/api/v1/ocpi/partners/emsp/outbox/retry", &format!("Bearer {viewer}"), None)
+        .await;
+    assert_eq!(r.http, 403, "{:?}", r.body);
+    let r = hub.send(reqwest::Method::POST, "/api/v1/ocpi/partners/emsp/outbox/retry", "Bearer nope", None).await;
+    assert_eq!(r.http, 401, "{:?}", r.body);
+    let r = hub.api(reqwest::Method::POST, "/ocpi/partners/nobody/outbox/retry", None).await;
+    assert_eq!(r.http, 404, "{:?}", r.body);
+    assert!(r.body["detail"].as_str().is_some_and(|d| d.contains("nobody")), "{:?}", r.body);
+
+    // The route is in the fleet API's OpenAPI document.
+    let doc = hub.api(reqwest::Method::GET, "/openapi.json", None).await;
+    let op = &doc.body["paths"]["/api/v1/ocpi/partners/{name}/outbox/retry"]["post"];
+    assert_eq!(
+        op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/OcpiOutboxRetry",
+        "{op}"
+    );
+    let schema = &doc.body["components"]["schemas"]["OcpiOutboxRetry"];
+    assert_eq!(schema["required"], json!(["name", "retried"]), "{schema}");
+
+    // The eMSP is fixed; the operator retries: the CDR arrives, once.
+    emsp.refuse_cdrs(false);
+    let r = hub.api(reqwest::Method::POST, "/ocpi/partners/emsp/outbox/retry", None).await;
+    assert_eq!(r.http, 200, "{:?}", r.body);
+    assert_eq!(r.body, json!({"name": "emsp", "retried": 1}));
+    let posted = emsp.wait_for_push(TIMEOUT, |p| p.module == "cdrs").await.expect("the CDR arrives after the retry");
+    assert_eq!(posted.body["session_id"], "tx-roam-4");
+    let delivered = async {
+        while hub.count("SELECT COUNT(*) FROM ocpi_outbox WHERE module = 'cdrs'").await > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(TIMEOUT, delivered).await.expect("the outbox row is gone once delivered");
+    assert_eq!(hub.count("SELECT COUNT(*) FROM ocpi_cdrs WHERE delivered_at IS NOT NULL").await, 1);
+    // A second retry finds nothing parked.
+    let r = hub.api(reqwest::Method::POST, "/ocpi/partners/emsp/outbox/retry", None).await;
+    assert_eq!(r.body["retried"], 0, "{:?}", r.body);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(emsp.pushes().iter().filter(|p| p.module == "cdrs").count(), 1, "POSTed once");
+    assert_eq!(emsp.cdr_refusals(), refusals);
+    hub.running.shutdown().await;
+}
+on_both_databases!(a_parked_cdr_is_sent_again_on_request, parked_cdr_retry_sqlite, parked_cdr_retry_postgres);
+
 // ---- real-time authorization from a site ---------------------------------------------
 
 /// A site's side of `up/auth` / `down/auth` on the hub's embedded broker.
@@ -682,6 +760,41 @@ async fn a_site_asks_the_hub_about_id_tags(backend: Backend) {
     hub.running.shutdown().await;
 }
 on_both_databases!(a_site_asks_the_hub_about_id_tags, site_asks_sqlite, site_asks_postgres);
+
+/// A site over its authorization budget (`[ocpi] auth_rate_per_s`, `auth_burst`) is
+/// answered Unknown at once, without asking any eMSP, so its own offline policy decides;
+/// the refusals are counted in `/metrics`.
+async fn a_site_over_its_auth_rate_gets_unknown(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else { return };
+    let hub = start(&db, "auth_rate_per_s = 0.1\nauth_burst = 2").await;
+    let password = hub.depot(true).await.expect("a site with a login");
+    let emsp = hub.emsp("emsp", "EMS").await;
+    let mut site = Site::connect(hub.running.embedded_broker, "depot", &password).await;
+    let mut never = emsp.token("NEV-9");
+    never.whitelist = "NEVER".into();
+    emsp.push_token(&never).await.expect("pushed");
+    emsp.set_authorization("NEV-9", EmspAnswer::Allowed);
+
+    // The burst: asked and answered by the eMSP.
+    for _ in 0..2 {
+        let a = site.ask("NEV-9").await;
+        assert_eq!(a.verdict, AuthVerdict::Accepted, "{a:?}");
+    }
+    let asked = emsp.authorizations().len();
+    assert_eq!(asked, 2);
+    // Over it (one token per 10 s): Unknown, the eMSP not asked.
+    for _ in 0..3 {
+        let a = site.ask("NEV-9").await;
+        assert_eq!(a.verdict, AuthVerdict::Unknown, "{a:?}");
+        assert!(a.source.as_deref().is_some_and(|s| s.contains("too many")), "{a:?}");
+    }
+    assert_eq!(emsp.authorizations().len(), asked, "no eMSP call over the rate");
+    let metrics =
+        hub.http.get(format!("{}/metrics", hub.base)).send().await.expect("GET /metrics").text().await.expect("text");
+    assert!(metrics.lines().any(|l| l == "sitepilot_hub_ocpi_auth_rate_limited_total 3"), "{metrics}");
+    hub.running.shutdown().await;
+}
+on_both_databases!(a_site_over_its_auth_rate_gets_unknown, auth_rate_sqlite, auth_rate_postgres);
 
 /// A hub without OCPI answers at once that it cannot tell.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

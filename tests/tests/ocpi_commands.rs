@@ -328,6 +328,39 @@ async fn every_command_through_a_real_site() {
     chain.shutdown().await;
 }
 
+/// OCPI 2.2.1 ReserveNow: a reservation that expires at the charger unused ends with a
+/// second CommandResult, CANCELED_RESERVATION, at the RESERVE_NOW's `response_url`,
+/// once: the charger shows the connector Reserved, then Available at the expiry; the
+/// edge reports both, the hub tells the eMSP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_that_expires_unused_is_reported() {
+    let Some(chain) = Chain::start(Backend::Sqlite, 30).await else { return };
+    let cp = &chain.cp;
+    let expiry = shared_model::ocpi::timestamp(chrono::Utc::now() + chrono::Duration::seconds(4));
+    let url = chain
+        .command(
+            "RESERVE_NOW",
+            json!({"token": chain.token("APP-EXP"), "expiry_date": expiry, "reservation_id": "R-EXP",
+                "location_id": "LOC-1", "evse_uid": chain.evse(2)}),
+        )
+        .await;
+    assert_eq!(chain.result(&url).await["result"], "ACCEPTED");
+    cp.wait_for_state(|s| s.connectors[1].reservation_id.is_some(), WAIT).await.unwrap();
+    // Expired at the charger: the connector is Available again, and the eMSP is told.
+    cp.wait_for_state(|s| s.connectors[1].reservation_id.is_none(), WAIT).await.unwrap();
+    let results = eventually(30, || async {
+        let r = chain.emsp.results_at(&url);
+        (r.len() >= 2).then_some(r)
+    })
+    .await
+    .expect("a second result");
+    assert_eq!(results[0]["result"], "ACCEPTED");
+    assert_eq!(results[1]["result"], "CANCELED_RESERVATION", "{results:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(chain.emsp.results_at(&url).len(), 2, "once");
+    chain.shutdown().await;
+}
+
 /// At a site with a balancer a charging profile is a cap on what the balancer offers the
 /// session: the car follows it, and gets the circuit's share back when it is cleared.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

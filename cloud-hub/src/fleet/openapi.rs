@@ -626,6 +626,20 @@ pub fn schemas() -> Map<String, Value> {
     );
     put("ApiKeyList", list_of("ApiKey"));
     put(
+        "OcpiOutboxRetry",
+        object(
+            "What a retry of a partner's parked CDRs did.",
+            vec![
+                ("name", string()),
+                (
+                    "retried",
+                    json!({"type": "integer", "minimum": 0,
+                    "description": "Parked CDRs moved back to pending (0 when none was parked)."}),
+                ),
+            ],
+        ),
+    );
+    put(
         "OpenApiDocument",
         json!({"type": "object", "required": ["openapi", "info", "paths"], "description": "An OpenAPI 3.1 document."}),
     );
@@ -716,12 +730,43 @@ fn operation(r: &Route) -> Value {
     op
 }
 
+/// The OCPI administration routes (served by `crate::ocpi::admin` under `/api/v1/ocpi`,
+/// admin role) that this document describes.
+fn ocpi_admin_paths() -> Vec<(String, Value)> {
+    let name = json!({"name": "name", "in": "path", "required": true,
+                      "description": "The OCPI partner's name.", "schema": string()});
+    let retry = json!({
+        "operationId": "retryOcpiOutbox",
+        "tags": ["ocpi"],
+        "summary": "Send a partner's parked CDRs again",
+        "description": "A CDR the partner kept refusing (an OCPI error status, 8 times) is parked, never deleted \
+            (`GET /api/v1/ocpi/partners` counts them in `outbox.parked`). Once the partner has fixed what made it \
+            refuse them, this moves them back to pending: they are POSTed again, in their order, through the same \
+            durable outbox, each delivered once. Served when `[ocpi] enabled`.\n\nRoles: admin.",
+        "x-sitepilot-role": "admin",
+        "parameters": [name],
+        "responses": {
+            "200": {"description": "The parked CDRs are pending again.",
+                    "content": {"application/json": {"schema": schema_ref("OcpiOutboxRetry")}}},
+            "401": response_ref("Unauthorized"),
+            "403": response_ref("Forbidden"),
+            "404": response_ref("NotFound"),
+            "500": response_ref("ServerError"),
+            "503": response_ref("Unavailable"),
+        },
+    });
+    vec![(format!("{PREFIX}/ocpi/partners/{{name}}/outbox/retry"), json!({ "post": retry }))]
+}
+
 /// The whole document.
 pub fn document(routes: &[Route]) -> Value {
     let mut paths = Map::new();
     for r in routes {
         let item = paths.entry(format!("{PREFIX}{}", r.path)).or_insert_with(|| json!({}));
         item[r.verb.key()] = operation(r);
+    }
+    for (path, item) in ocpi_admin_paths() {
+        paths.insert(path, item);
     }
     json!({
         "openapi": "3.1.0",
@@ -740,7 +785,7 @@ pub fn document(routes: &[Route]) -> Value {
         "security": [{"bearer": []}],
         "tags": [
             {"name": "sites"}, {"name": "chargers"}, {"name": "sessions"}, {"name": "meter series"},
-            {"name": "commands"}, {"name": "billing"}, {"name": "api keys"}, {"name": "meta"},
+            {"name": "commands"}, {"name": "billing"}, {"name": "api keys"}, {"name": "ocpi"}, {"name": "meta"},
         ],
         "paths": paths,
         "components": {
@@ -788,6 +833,17 @@ mod tests {
             let pointer = target.as_str().and_then(|t| t.strip_prefix('#')).expect("local ref");
             assert!(doc.pointer(pointer).is_some(), "dangling mapping {pointer}");
         }
+    }
+
+    #[test]
+    fn the_ocpi_outbox_retry_is_documented() {
+        let doc = document(&super::super::routes());
+        let op = &doc["paths"]["/api/v1/ocpi/partners/{name}/outbox/retry"]["post"];
+        assert_eq!(op["x-sitepilot-role"], "admin");
+        assert_eq!(
+            op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/OcpiOutboxRetry"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! | `POST /api/v1/ocpi/partners` | `{"name": N, "raw_tokens": false}`: a token A for partner N to register with us (shown once) and our versions URL |
 //! | `POST /api/v1/ocpi/partners/register` | `{"name": N, "versions_url": U, "token_a": T, "raw_tokens": false}`: register with a partner |
 //! | `POST /api/v1/ocpi/partners/{name}/rotate` | new tokens both ways (ours stays valid for the grace window) |
+//! | `POST /api/v1/ocpi/partners/{name}/outbox/retry` | the partner's parked CDRs go back to pending and are sent again, in order: `{"name": N, "retried": n}` |
 //! | `DELETE /api/v1/ocpi/partners/{name}` | unregister (tells the partner, then every token stops) |
 //! | `POST /api/v1/ocpi/partners/{name}/authorize` | `{"uid": U, "type": "RFID", "location_id": L, "evse_uids": [..]}`: real-time authorization by the eMSP |
 
@@ -40,6 +41,7 @@ pub fn router(state: OcpiState) -> Router {
         .route("/partners", post(create_partner).get(list_partners))
         .route("/partners/register", post(register))
         .route("/partners/{name}/rotate", post(rotate))
+        .route("/partners/{name}/outbox/retry", post(retry_outbox))
         .route("/partners/{name}", delete(unregister))
         .route("/partners/{name}/authorize", post(authorize))
         .layer(middleware::from_fn_with_state(state.clone(), admin_only))
@@ -296,6 +298,23 @@ async fn rotate(State(state): State<OcpiState>, Path(name): Path<String>) -> Res
         Ok(()) => Json(json!({ "name": name, "rotated": true })).into_response(),
         Err(e) => register_error(e).into_response(),
     }
+}
+
+/// Parked CDRs of partner `name` back to pending (404 for an unknown partner).
+async fn retry_outbox(State(state): State<OcpiState>, Path(name): Path<String>) -> Response {
+    let inner = async {
+        let db = |e: crate::db::DbError| ApiError::db("retrying the parked CDRs", &e);
+        if partners::get(&state.store, &name).await.map_err(db)?.is_none() {
+            return Err(ApiError::not_found(format!("no OCPI partner {name:?}")));
+        }
+        let retried = super::push::retry_parked(&state.store, &name).await.map_err(db)?;
+        if retried > 0 {
+            tracing::info!(partner = %name, retried, "OCPI: parked CDRs sent again on request");
+            state.push.wake();
+        }
+        Ok(Json(json!({ "name": name, "retried": retried })).into_response())
+    };
+    inner.await.unwrap_or_else(|e: ApiError| e.into_response())
 }
 
 async fn unregister(State(state): State<OcpiState>, Path(name): Path<String>) -> Response {

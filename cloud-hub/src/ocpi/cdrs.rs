@@ -440,6 +440,8 @@ mod tests {
             default_currency: "EUR".into(),
             realtime_auth_timeout: std::time::Duration::from_millis(1500),
             authorize_unknown_tokens: true,
+            auth_rate_per_s: 5.0,
+            auth_burst: 20,
         };
         assert_eq!(evse_id(&s, "depot*CP-1*1"), "DE*SPL*EDEPOT*CP1*1");
         assert_eq!(evse_id(&s, &"x".repeat(60)).len(), 48);

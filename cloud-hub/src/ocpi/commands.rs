@@ -21,7 +21,10 @@
 //!   1000, and stores that it did: a restarted hub neither loses nor repeats it (short of
 //!   dying between the partner's answer and that write);
 //! - stops a transaction that a START_SESSION started although the partner was told it
-//!   failed or timed out ([`LATE_START_WATCH`]), and records why.
+//!   failed or timed out ([`LATE_START_WATCH`]), and records why;
+//! - follows the reservations RESERVE_NOW made: one that ends unused (expired, or
+//!   cancelled at the site or by the CPO side) gets a second result, CANCELED_RESERVATION,
+//!   at the RESERVE_NOW's `response_url`, once ([`watch_reservations`]).
 //!
 //! Sessions: STOP_SESSION's `session_id` (and the charging profiles' one) is our session
 //! id as the hub's `sessions` table has it, `transaction_uid`. (The sessions module that
@@ -482,6 +485,48 @@ async fn any_available(state: &OcpiState, location_id: &str) -> OcpiResult<Optio
     Ok(found.and_then(|(_, evses)| evses.into_iter().find(|e| e.status == "AVAILABLE")))
 }
 
+/// Why a command may not use `token` at a charger (it is another party's, or longer than
+/// an OCPP 1.6 idTag); `None` when it may.
+fn token_refusal(caller: &Caller, token: &Token) -> Option<String> {
+    if !own_token(caller, token) {
+        return Some(format!(
+            "token {}/{} is not of your party: use your own tokens",
+            token.country_code, token.party_id
+        ));
+    }
+    if token.uid.chars().count() > MAX_ID_TAG {
+        return Some(format!("token uid {:?} is longer than the 20 characters an OCPP 1.6 charger takes", token.uid));
+    }
+    None
+}
+
+/// The EVSE the request named, else any AVAILABLE one of the location; `Err` is the
+/// REJECTED answer when there is none (`what`: "" or " to reserve").
+async fn evse_or_any(
+    state: &OcpiState,
+    named: Option<EvseRef>,
+    location_id: &str,
+    what: &str,
+) -> OcpiResult<Result<EvseRef, Response>> {
+    if let Some(e) = named {
+        return Ok(Ok(e));
+    }
+    Ok(match any_available(state, location_id).await? {
+        Some(e) => Ok(e),
+        None => {
+            let msg = format!("no EVSE of location {location_id:?} is AVAILABLE{what}");
+            Err(response(state, CommandResponseType::Rejected, Some(msg)))
+        }
+    })
+}
+
+/// Stores the request and sends its site command ([`store_and_send`]): the ACCEPTED
+/// CommandResponse.
+async fn accept(state: &OcpiState, r: NewRequest<'_>) -> OcpiResult<Response> {
+    store_and_send(state, r).await.map_err(db_err)?;
+    Ok(response(state, CommandResponseType::Accepted, None))
+}
+
 async fn start_session(state: &OcpiState, caller: &Caller, body: &[u8]) -> OcpiResult<Response> {
     let (req, raw): (StartSession, Value) = parse_body(body, "StartSession")?;
     url(&req.response_url)?;
@@ -497,26 +542,12 @@ async fn start_session(state: &OcpiState, caller: &Caller, body: &[u8]) -> OcpiR
         Ok(t) => t,
         Err(r) => return Ok(r),
     };
-    if !own_token(caller, &req.token) {
-        let msg = format!(
-            "token {}/{} is not of your party: use your own tokens",
-            req.token.country_code, req.token.party_id
-        );
+    if let Some(msg) = token_refusal(caller, &req.token) {
         return Ok(response(state, CommandResponseType::Rejected, Some(msg)));
     }
-    if req.token.uid.chars().count() > MAX_ID_TAG {
-        let msg = format!("token uid {:?} is longer than the 20 characters an OCPP 1.6 charger takes", req.token.uid);
-        return Ok(response(state, CommandResponseType::Rejected, Some(msg)));
-    }
-    let evse = match t.evse {
-        Some(e) => e,
-        None => match any_available(state, &req.location_id).await? {
-            Some(e) => e,
-            None => {
-                let msg = format!("no EVSE of location {:?} is AVAILABLE", req.location_id);
-                return Ok(response(state, CommandResponseType::Rejected, Some(msg)));
-            }
-        },
+    let evse = match evse_or_any(state, t.evse, &req.location_id, "").await? {
+        Ok(e) => e,
+        Err(r) => return Ok(r),
     };
     let connector = u32::try_from(evse.evse).unwrap_or(0);
     let command = Command::RemoteStart {
@@ -524,7 +555,7 @@ async fn start_session(state: &OcpiState, caller: &Caller, body: &[u8]) -> OcpiR
         connector: Some(connector),
         id_tag: req.token.uid.clone(),
     };
-    store_and_send(
+    accept(
         state,
         NewRequest {
             id: None,
@@ -543,8 +574,6 @@ async fn start_session(state: &OcpiState, caller: &Caller, body: &[u8]) -> OcpiR
         },
     )
     .await
-    .map_err(db_err)?;
-    Ok(response(state, CommandResponseType::Accepted, None))
 }
 
 /// A session the caller may act on, or the answer to give instead: UNKNOWN_SESSION when
@@ -581,7 +610,7 @@ async fn stop_session(state: &OcpiState, caller: &Caller, body: &[u8]) -> OcpiRe
         SessionCheck::Rejected(m) => return Ok(response(state, CommandResponseType::Rejected, Some(m))),
     };
     let command = Command::RemoteStop { station: s.station.clone(), transaction_id: tx };
-    store_and_send(
+    accept(
         state,
         NewRequest {
             id: None,
@@ -600,8 +629,6 @@ async fn stop_session(state: &OcpiState, caller: &Caller, body: &[u8]) -> OcpiRe
         },
     )
     .await
-    .map_err(db_err)?;
-    Ok(response(state, CommandResponseType::Accepted, None))
 }
 
 async fn reserve_now(state: &OcpiState, caller: &Caller, body: &[u8]) -> OcpiResult<Response> {
@@ -617,15 +644,7 @@ async fn reserve_now(state: &OcpiState, caller: &Caller, body: &[u8]) -> OcpiRes
         Ok(t) => t,
         Err(r) => return Ok(r),
     };
-    if !own_token(caller, &req.token) {
-        let msg = format!(
-            "token {}/{} is not of your party: use your own tokens",
-            req.token.country_code, req.token.party_id
-        );
-        return Ok(response(state, CommandResponseType::Rejected, Some(msg)));
-    }
-    if req.token.uid.chars().count() > MAX_ID_TAG {
-        let msg = format!("token uid {:?} is longer than the 20 characters an OCPP 1.6 charger takes", req.token.uid);
+    if let Some(msg) = token_refusal(caller, &req.token) {
         return Ok(response(state, CommandResponseType::Rejected, Some(msg)));
     }
     let now = Utc::now();
@@ -633,15 +652,9 @@ async fn reserve_now(state: &OcpiState, caller: &Caller, body: &[u8]) -> OcpiRes
         let msg = format!("expiry_date {} has passed", req.expiry_date);
         return Ok(response(state, CommandResponseType::Rejected, Some(msg)));
     }
-    let evse = match t.evse {
-        Some(e) => e,
-        None => match any_available(state, &req.location_id).await? {
-            Some(e) => e,
-            None => {
-                let msg = format!("no EVSE of location {:?} is AVAILABLE to reserve", req.location_id);
-                return Ok(response(state, CommandResponseType::Rejected, Some(msg)));
-            }
-        },
+    let evse = match evse_or_any(state, t.evse, &req.location_id, " to reserve").await? {
+        Ok(e) => e,
+        Err(r) => return Ok(r),
     };
     let id = uuid::Uuid::new_v4().to_string();
     let (ocpp_id, moved_from) =
@@ -674,7 +687,7 @@ async fn reserve_now(state: &OcpiState, caller: &Caller, body: &[u8]) -> OcpiRes
         id_tag: req.token.uid.clone(),
         reservation_id,
     };
-    store_and_send(
+    accept(
         state,
         NewRequest {
             id: Some(id),
@@ -693,8 +706,6 @@ async fn reserve_now(state: &OcpiState, caller: &Caller, body: &[u8]) -> OcpiRes
         },
     )
     .await
-    .map_err(db_err)?;
-    Ok(response(state, CommandResponseType::Accepted, None))
 }
 
 /// Creates or replaces the reservation row; our OCPP reservation id, and the station it
@@ -741,7 +752,7 @@ async fn reservation_row(
             .store
             .exec(
                 "UPDATE ocpi_reservations SET site_id = $4, station = $5, connector = $6, id_tag = $7, expiry = $8, \
-                     command_id = $9, status = 'requested', updated_at = $10 \
+                     command_id = $9, status = 'requested', updated_at = $10, reserved_seen_at = NULL \
                  WHERE ocpp_id = $11 AND partner_id = $1 AND location_id = $2 AND reservation_id = $3",
                 &args(Some(ocpp_id)),
             )
@@ -832,7 +843,7 @@ async fn unlock_connector(state: &OcpiState, caller: &Caller, body: &[u8]) -> Oc
     };
     let command =
         Command::UnlockConnector { station: evse.station.clone(), connector: u32::try_from(evse.evse).unwrap_or(0) };
-    store_and_send(
+    accept(
         state,
         NewRequest {
             id: None,
@@ -851,8 +862,6 @@ async fn unlock_connector(state: &OcpiState, caller: &Caller, body: &[u8]) -> Oc
         },
     )
     .await
-    .map_err(db_err)?;
-    Ok(response(state, CommandResponseType::Accepted, None))
 }
 
 // ---- results ----------------------------------------------------------------------
@@ -1240,11 +1249,213 @@ async fn record_post(state: &OcpiState, id: &str, tries: i64, outcome: Result<()
     Ok(())
 }
 
-/// One round: decisions, late starts, POSTs.
+/// Statuses of a connector in use: a reservation that reaches one was (most likely) taken
+/// up by its driver; its session, when it comes, says so for sure.
+const IN_USE: [&str; 6] = ["Preparing", "Charging", "SuspendedEV", "SuspendedEVSE", "Finishing", "Occupied"];
+
+/// How long after its expiry a reservation whose charger never showed it `Reserved` is
+/// taken to have ended unused (the site's events of that time have arrived by then,
+/// unless the site is offline, which postpones it).
+pub const EXPIRY_GRACE: chrono::Duration = chrono::Duration::seconds(60);
+
+/// How a live reservation stands now, from its charger's connector statuses and the
+/// sessions the site reported (pure; [`watch_reservations`] applies it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReservationFate {
+    /// Still held (or not known to be over yet).
+    Held,
+    /// The connector shows `Reserved` for the first time: remember it.
+    SeenReserved,
+    /// Its driver started a session: done, nothing to tell.
+    Used,
+    /// Over without a session: expired or cancelled at the site or by the CPO side.
+    EndedUnused,
+}
+
+/// Facts about one live reservation.
+#[derive(Debug, Clone)]
+pub struct ReservationFacts<'a> {
+    pub statuses: Vec<&'a str>,
+    pub seen_reserved: bool,
+    pub session_started: bool,
+    pub expiry: DateTime<Utc>,
+    /// The site is online (or its presence unknown).
+    pub site_online: bool,
+}
+
+/// OCPP 1.6: a reserved connector reports `Reserved` until the reservation is used
+/// (`Preparing`, then a StartTransaction with the reservation's id tag) or ends — expired,
+/// or cancelled by a CancelReservation from anyone on the CPO side — when it reports
+/// `Available` (or `Unavailable` / `Faulted`) again. A charger that never reports
+/// `Reserved` is judged by the expiry instead, [`EXPIRY_GRACE`] after it, while the site
+/// is online.
+pub fn reservation_fate(f: &ReservationFacts<'_>, now: DateTime<Utc>) -> ReservationFate {
+    if f.session_started {
+        return ReservationFate::Used;
+    }
+    let reserved = f.statuses.contains(&"Reserved");
+    let in_use = f.statuses.iter().any(|s| IN_USE.contains(s));
+    if reserved {
+        return if f.seen_reserved { ReservationFate::Held } else { ReservationFate::SeenReserved };
+    }
+    if in_use {
+        // Plugged in: wait for the session (or for the connector to come back free).
+        return ReservationFate::Held;
+    }
+    if f.seen_reserved && !f.statuses.is_empty() {
+        return ReservationFate::EndedUnused;
+    }
+    if now >= f.expiry + EXPIRY_GRACE && f.site_online {
+        return ReservationFate::EndedUnused;
+    }
+    ReservationFate::Held
+}
+
+/// Follows the reservations RESERVE_NOW made (ACCEPTED, result delivered): one whose
+/// driver started a session is `used`; one that ended unused — expired, or cancelled at
+/// the site or by the CPO side, but not by the partner's own CANCEL_RESERVATION — is
+/// `ended`, and a CommandResult CANCELED_RESERVATION goes to the RESERVE_NOW's
+/// `response_url` (OCPI 2.2.1 "ReserveNow": "the CPO sends the CommandResult
+/// CANCELED_RESERVATION"), once: a result row of its own (id `{reserve_now id}:ended`,
+/// inserted with the state change in one transaction) that [`post_due`] delivers like
+/// every other result.
+pub async fn watch_reservations(state: &OcpiState, now: DateTime<Utc>) -> Result<usize, DbError> {
+    let live = state
+        .store
+        .fetch(
+            "SELECT r.ocpp_id, r.partner_id, r.site_id, r.station, r.connector, r.id_tag, r.expiry, r.command_id, \
+                 r.reserved_seen_at, o.response_url, o.decided_at, s.online \
+             FROM ocpi_reservations r JOIN ocpi_commands o ON o.id = r.command_id \
+             LEFT JOIN sites s ON s.id = r.site_id \
+             WHERE r.status = 'active' AND (o.posted_at IS NOT NULL OR o.abandoned_at IS NOT NULL) \
+             AND NOT EXISTS (SELECT 1 FROM ocpi_commands c WHERE c.command = 'CANCEL_RESERVATION' \
+                 AND c.partner_id = r.partner_id AND c.station = r.station AND c.decided_at IS NULL)",
+            &[],
+            &[
+                Ty::Int,
+                Ty::Text,
+                Ty::Text,
+                Ty::Text,
+                Ty::Int,
+                Ty::Text,
+                Ty::Time,
+                Ty::Text,
+                Ty::Time,
+                Ty::Text,
+                Ty::Time,
+                Ty::Bool,
+            ],
+        )
+        .await?;
+    let mut ended = 0;
+    for r in &live {
+        let (Some(ocpp_id), Some(partner), Some(site), Some(station), Some(tag), Some(command_id)) =
+            (r.int(0), r.text(1), r.text(2), r.text(3), r.text(5), r.text(7))
+        else {
+            continue;
+        };
+        let evse = r.int(4).unwrap_or(0);
+        let since = r.time(10).unwrap_or(now) - CLOCK_SKEW;
+        let statuses = state
+            .store
+            .fetch(
+                "SELECT status FROM connectors WHERE site_id = $1 AND station = $2 AND evse = $3 AND connector > 0",
+                &[site.into(), station.into(), evse.into()],
+                &[Ty::Text],
+            )
+            .await?;
+        let started = state
+            .store
+            .fetch_opt(
+                "SELECT COUNT(*) FROM sessions WHERE site_id = $1 AND station = $2 AND LOWER(id_tag) = LOWER($3) \
+                 AND started_at >= $4",
+                &[site.into(), station.into(), tag.into(), since.into()],
+                &[Ty::Int],
+            )
+            .await?
+            .and_then(|c| c.int(0))
+            .unwrap_or(0);
+        let facts = ReservationFacts {
+            statuses: statuses.iter().filter_map(|s| s.text(0)).collect(),
+            seen_reserved: r.time(8).is_some(),
+            session_started: started > 0,
+            expiry: r.time(6).unwrap_or(now),
+            site_online: r.bool(11) != Some(false),
+        };
+        match reservation_fate(&facts, now) {
+            ReservationFate::Held => {}
+            ReservationFate::SeenReserved => {
+                state
+                    .store
+                    .exec(
+                        "UPDATE ocpi_reservations SET reserved_seen_at = $2 WHERE ocpp_id = $1 \
+                         AND reserved_seen_at IS NULL",
+                        &[ocpp_id.into(), now.into()],
+                    )
+                    .await?;
+            }
+            ReservationFate::Used => {
+                state
+                    .store
+                    .exec(
+                        "UPDATE ocpi_reservations SET status = 'used', updated_at = $2 WHERE ocpp_id = $1 \
+                         AND status = 'active'",
+                        &[ocpp_id.into(), now.into()],
+                    )
+                    .await?;
+            }
+            ReservationFate::EndedUnused => {
+                let mut tx = state.store.begin().await?;
+                let won = tx
+                    .exec(
+                        "UPDATE ocpi_reservations SET status = 'ended', updated_at = $2 WHERE ocpp_id = $1 \
+                         AND status = 'active' AND command_id = $3",
+                        &[ocpp_id.into(), now.into(), command_id.into()],
+                    )
+                    .await?;
+                if won == 0 {
+                    tx.rollback().await?;
+                    continue;
+                }
+                let why = if facts.seen_reserved {
+                    format!("the reservation at {station} ended without a session (expired or cancelled at the site)")
+                } else {
+                    "the reservation expired without a session".to_owned()
+                };
+                let result =
+                    CommandResult { result: CommandResultType::CanceledReservation, message: DisplayText::en(why) };
+                tx.exec(
+                    "INSERT INTO ocpi_commands (id, partner_id, module, command, body, response_url, site_id, \
+                         station, connector, id_tag, received_at, deadline, result, result_body, decided_at, \
+                         decided_by, next_post_at) \
+                     SELECT $1, partner_id, module, 'RESERVATION_ENDED', body, response_url, site_id, station, \
+                         connector, id_tag, $2, $2, $3, $4, $2, $6, $2 FROM ocpi_commands WHERE id = $5 \
+                     ON CONFLICT (id) DO NOTHING",
+                    &[
+                        format!("{command_id}:ended").into(),
+                        now.into(),
+                        result.result.as_str().into(),
+                        to_json(&result).into(),
+                        command_id.into(),
+                        (if facts.seen_reserved { "site" } else { "hub" }).into(),
+                    ],
+                )
+                .await?;
+                tx.commit().await?;
+                ended += 1;
+                tracing::info!(partner, site, station, ocpp_id, "OCPI reservation ended unused: CANCELED_RESERVATION");
+            }
+        }
+    }
+    Ok(ended)
+}
+
+/// One round: decisions, late starts, reservations that ended, POSTs.
 pub async fn tick(state: &OcpiState) -> Result<(), DbError> {
     let now = Utc::now();
     decide_due(state, now).await?;
     stop_late_starts(state, now).await?;
+    watch_reservations(state, now).await?;
     post_due(state, now).await?;
     Ok(())
 }
@@ -1385,6 +1596,38 @@ mod tests {
         assert_eq!((result.as_str(), body), ("REJECTED", json!({"result": "REJECTED"})));
         let unknown = site(CommandOutcome::Rejected, json!({"status": "Unknown"}));
         assert_eq!(decide(CHARGING_PROFILES, "CLEAR_PROFILE", Some(&unknown), 30).0, "UNKNOWN");
+    }
+
+    #[test]
+    fn a_reservation_ends_when_its_connector_leaves_reserved_without_a_session() {
+        use ReservationFate as F;
+        let now = Utc::now();
+        let facts =
+            |statuses: Vec<&'static str>, seen: bool, session: bool, expiry_in_s: i64, online: bool| ReservationFacts {
+                statuses,
+                seen_reserved: seen,
+                session_started: session,
+                expiry: now + chrono::Duration::seconds(expiry_in_s),
+                site_online: online,
+            };
+        // Accepted, the charger has not shown it yet: held until the expiry (+ grace).
+        assert_eq!(reservation_fate(&facts(vec!["Available"], false, false, 600, true), now), F::Held);
+        assert_eq!(reservation_fate(&facts(vec!["Reserved"], false, false, 600, true), now), F::SeenReserved);
+        assert_eq!(reservation_fate(&facts(vec!["Reserved"], true, false, 600, true), now), F::Held);
+        // Reserved, then free again without a session: ended (expired or cancelled).
+        assert_eq!(reservation_fate(&facts(vec!["Available"], true, false, 600, true), now), F::EndedUnused);
+        assert_eq!(reservation_fate(&facts(vec!["Faulted"], true, false, -5, true), now), F::EndedUnused);
+        // Plugged in: wait for the session; with it, used (whatever the connector says).
+        assert_eq!(reservation_fate(&facts(vec!["Preparing"], true, false, 600, true), now), F::Held);
+        assert_eq!(reservation_fate(&facts(vec!["Available"], true, true, 600, true), now), F::Used);
+        // Never shown Reserved: ended only after the expiry and the grace, while online.
+        let grace = EXPIRY_GRACE.num_seconds();
+        assert_eq!(reservation_fate(&facts(vec!["Available"], false, false, -grace + 1, true), now), F::Held);
+        assert_eq!(reservation_fate(&facts(vec!["Available"], false, false, -grace, true), now), F::EndedUnused);
+        assert_eq!(reservation_fate(&facts(vec!["Available"], false, false, -grace, false), now), F::Held);
+        assert_eq!(reservation_fate(&facts(vec!["Available"], false, true, -grace, true), now), F::Used);
+        // No status row at all (a charger the hub knows nothing of): only the expiry.
+        assert_eq!(reservation_fate(&facts(vec![], true, false, 600, true), now), F::Held);
     }
 
     #[test]

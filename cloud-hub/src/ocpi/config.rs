@@ -14,6 +14,8 @@
 //! raw_token_partners = ["old-emsp"]
 //! push_retry_max_ms = 30000
 //! realtime_auth_timeout_ms = 1500
+//! auth_rate_per_s = 5.0
+//! auth_burst = 20
 //! [ocpi.token_a]
 //! emsp-one = "a-long-random-token-given-to-emsp-one"
 //! ```
@@ -71,6 +73,13 @@ pub struct OcpiConfig {
     /// tokens Sender endpoint (real-time authorization); false: such a tag is unknown to
     /// the hub and the site applies its own policy.
     pub authorize_unknown_tokens: bool,
+    /// Authorization requests (`up/auth`) a site may make per second, on average (0.1 to
+    /// 1000). Over it (and its burst) the hub answers Unknown at once, without asking any
+    /// eMSP, and the site's offline policy decides; counted in
+    /// `sitepilot_hub_ocpi_auth_rate_limited_total`.
+    pub auth_rate_per_s: f64,
+    /// How many requests a site may make at once above the rate (1 to 10000).
+    pub auth_burst: u32,
 }
 
 impl Default for OcpiConfig {
@@ -93,6 +102,8 @@ impl Default for OcpiConfig {
             default_currency: "EUR".to_owned(),
             realtime_auth_timeout_ms: 1500,
             authorize_unknown_tokens: true,
+            auth_rate_per_s: 5.0,
+            auth_burst: 20,
         }
     }
 }
@@ -163,6 +174,12 @@ pub fn validate(c: &OcpiConfig, err: &mut dyn FnMut(&str, &str, String)) {
     }
     if !(100..=30_000).contains(&c.realtime_auth_timeout_ms) {
         err("ocpi", "realtime_auth_timeout_ms", format!("{} ms: use 100 to 30000", c.realtime_auth_timeout_ms));
+    }
+    if !(0.1..=1000.0).contains(&c.auth_rate_per_s) {
+        err("ocpi", "auth_rate_per_s", format!("{}: use 0.1 to 1000 requests per second", c.auth_rate_per_s));
+    }
+    if !(1..=10_000).contains(&c.auth_burst) {
+        err("ocpi", "auth_burst", format!("{}: use 1 to 10000", c.auth_burst));
     }
     for name in &c.raw_token_partners {
         if !is_valid_partner_name(name) {

@@ -21,15 +21,39 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use shared_model::ocpi::{Connector, Evse, GeoLocation, Location, parse_timestamp, timestamp};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::transport::{self, OcpiError, OcpiResult, PageRequest};
 use super::{CallerExt, OcpiState, Settings};
-use crate::db::{DbError, Store, Ty};
+use crate::db::{DbError, Store, Ty, Val};
 
-/// Serialises refreshes within one hub (replicas are kept apart by the site lock).
+/// Serialises refreshes within one hub (replicas are kept apart by the site lock), and
+/// lets the GETs waiting for one share it.
 #[derive(Debug, Default)]
 pub struct Refresher {
     lock: tokio::sync::Mutex<()>,
+    /// Refreshes begun, and the number of the last one completed.
+    begun: AtomicU64,
+    completed: AtomicU64,
+    /// The [`Signature`] read before the last refresh that found nothing to rebuild: while
+    /// the database shows the same one, nothing is out of date.
+    clean: std::sync::Mutex<Option<Signature>>,
+}
+
+/// A cheap fingerprint of what makes a Location out of date: the sum of every site's
+/// `applied_through` (ingest only raises it), the sum of the Locations' `source_seq` (a
+/// build raises it, a metadata change sets it to -1) and their count. Any event applied,
+/// Location built or metadata changed after it was read gives another one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Signature(i64, i64, i64);
+
+const SIGNATURE_SQL: &str = "SELECT (SELECT CAST(COALESCE(SUM(applied_through), 0) AS BIGINT) FROM sites), \
+                             (SELECT CAST(COALESCE(SUM(source_seq), 0) AS BIGINT) FROM ocpi_locations), \
+                             (SELECT COUNT(*) FROM ocpi_locations)";
+
+async fn signature(store: &Store) -> Result<Option<Signature>, DbError> {
+    let row = store.fetch_opt(SIGNATURE_SQL, &[], &[Ty::Int, Ty::Int, Ty::Int]).await?;
+    Ok(row.and_then(|r| Some(Signature(r.int(0)?, r.int(1)?, r.int(2)?))))
 }
 
 /// What a refresh changed, to push to the eMSPs' locations Receiver.
@@ -321,6 +345,43 @@ pub async fn refresh_site(store: &Store, s: &Settings, site_id: &str) -> Result<
 /// many sites were rebuilt.
 pub async fn refresh(state: &OcpiState) -> Result<usize, DbError> {
     let _guard = state.locations.lock.lock().await;
+    refresh_locked(state).await
+}
+
+async fn refresh_locked(state: &OcpiState) -> Result<usize, DbError> {
+    let run = state.locations.begun.fetch_add(1, Ordering::SeqCst) + 1;
+    // Read before looking: whatever changes after it changes the signature.
+    let before = signature(&state.store).await?;
+    let refreshed = refresh_now(state).await;
+    if let Ok(rebuilt) = refreshed {
+        state.locations.completed.fetch_max(run, Ordering::SeqCst);
+        let clean = if rebuilt == 0 { before } else { None };
+        *state.locations.clean.lock().unwrap_or_else(|p| p.into_inner()) = clean;
+    }
+    refreshed
+}
+
+/// A refresh for a GET: what ingest applied before the GET arrived is in what it
+/// serves. A refresh that began after the GET arrived and completed is as good as one
+/// of its own, so GETs that come together share one instead of queueing one each
+/// behind the lock; and while the database's [`Signature`] is the one a refresh found
+/// everything up to date at, there is nothing to look for (the signature costs an index
+/// scan; looking, a join of every Location with its site). The refresh loop always
+/// looks.
+pub async fn refresh_for_read(state: &OcpiState) -> Result<(), DbError> {
+    let arrived = state.locations.begun.load(Ordering::SeqCst);
+    let _guard = state.locations.lock.lock().await;
+    if state.locations.completed.load(Ordering::SeqCst) > arrived {
+        return Ok(());
+    }
+    let clean = *state.locations.clean.lock().unwrap_or_else(|p| p.into_inner());
+    if clean.is_some() && signature(&state.store).await? == clean {
+        return Ok(());
+    }
+    refresh_locked(state).await.map(|_| ())
+}
+
+async fn refresh_now(state: &OcpiState) -> Result<usize, DbError> {
     let dirty = state
         .store
         .fetch(
@@ -357,7 +418,7 @@ pub async fn refresh_loop(state: OcpiState) {
 }
 
 async fn fresh(state: &OcpiState) -> OcpiResult<()> {
-    refresh(state).await.map(|_| ()).map_err(|e| OcpiError::db("refreshing the locations", &e))
+    refresh_for_read(state).await.map_err(|e| OcpiError::db("refreshing the locations", &e))
 }
 
 /// `GET locations`: a page of Locations by id, filtered on `last_updated`.
@@ -368,40 +429,54 @@ pub async fn list(State(state): State<OcpiState>, _caller: CallerExt, uri: Uri) 
     }
 }
 
+// The page queries, without and with a `last_updated` window. Both are served by the
+// partial index `ocpi_locations_page` (publish, location_id, last_updated_ms): the count
+// and the page's ids come from the index alone (the stored bodies, a few kB each, are
+// not read for the rows an OFFSET skips), then the page's bodies by id.
+const COUNT_ALL: &str = "SELECT COUNT(*) FROM ocpi_locations WHERE body IS NOT NULL AND publish = $1";
+const COUNT_WINDOW: &str = "SELECT COUNT(*) FROM ocpi_locations WHERE body IS NOT NULL AND publish = $1 \
+                            AND last_updated_ms >= $2 AND last_updated_ms < $3";
+const PAGE_ALL: &str = "SELECT CAST(body AS TEXT) FROM ocpi_locations WHERE location_id IN \
+                        (SELECT location_id FROM ocpi_locations WHERE body IS NOT NULL AND publish = $1 \
+                        ORDER BY location_id LIMIT $2 OFFSET $3) ORDER BY location_id";
+const PAGE_WINDOW: &str = "SELECT CAST(body AS TEXT) FROM ocpi_locations WHERE location_id IN \
+                           (SELECT location_id FROM ocpi_locations WHERE body IS NOT NULL AND publish = $1 \
+                           AND last_updated_ms >= $4 AND last_updated_ms < $5 \
+                           ORDER BY location_id LIMIT $2 OFFSET $3) ORDER BY location_id";
+
 async fn list_inner(state: &OcpiState, uri: &Uri) -> OcpiResult<Response> {
     let page = PageRequest::parse(uri, state.settings.max_page_limit)?;
     fresh(state).await?;
+    let window = page.date_from.is_some() || page.date_to.is_some();
     let from = page.date_from.map(|t| t.timestamp_millis()).unwrap_or(i64::MIN);
     let to = page.date_to.map(|t| t.timestamp_millis()).unwrap_or(i64::MAX);
     let db = |e: DbError| OcpiError::db("listing the locations", &e);
+    let offset = i64::try_from(page.offset).unwrap_or(i64::MAX);
+    let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
+    let (count_sql, page_sql, count_args, page_args): (_, _, Vec<Val>, Vec<Val>) = if window {
+        (
+            COUNT_WINDOW,
+            PAGE_WINDOW,
+            vec![true.into(), from.into(), to.into()],
+            vec![true.into(), limit.into(), offset.into(), from.into(), to.into()],
+        )
+    } else {
+        (COUNT_ALL, PAGE_ALL, vec![true.into()], vec![true.into(), limit.into(), offset.into()])
+    };
     let total = state
         .store
-        .fetch_opt(
-            "SELECT COUNT(*) FROM ocpi_locations WHERE body IS NOT NULL AND publish = $1 \
-             AND last_updated_ms >= $2 AND last_updated_ms < $3",
-            &[true.into(), from.into(), to.into()],
-            &[Ty::Int],
-        )
+        .fetch_opt(count_sql, &count_args, &[Ty::Int])
         .await
         .map_err(db)?
         .and_then(|r| r.int(0))
         .unwrap_or(0);
-    let offset = i64::try_from(page.offset).unwrap_or(i64::MAX);
-    let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
-    let rows = state
-        .store
-        .fetch(
-            "SELECT body FROM ocpi_locations WHERE body IS NOT NULL AND publish = $1 \
-             AND last_updated_ms >= $2 AND last_updated_ms < $3 ORDER BY location_id LIMIT $4 OFFSET $5",
-            &[true.into(), from.into(), to.into(), limit.into(), offset.into()],
-            &[Ty::Json],
-        )
-        .await
-        .map_err(db)?;
-    let bodies: Vec<Value> = rows.iter().filter_map(|r| r.json(0).cloned()).collect();
+    let rows = state.store.fetch(page_sql, &page_args, &[Ty::Text]).await.map_err(db)?;
+    // The stored bodies are the Locations as served (JSON text): spliced into the
+    // envelope as they are, not parsed and written again.
+    let bodies: Vec<&str> = rows.iter().filter_map(|r| r.text(0)).collect();
     let headers =
         page.headers(u64::try_from(total).unwrap_or(0), &format!("{}/locations", state.settings.version_url()));
-    let mut response = transport::ok(bodies);
+    let mut response = transport::ok_json_list(&bodies);
     response.headers_mut().extend(headers);
     Ok(response)
 }

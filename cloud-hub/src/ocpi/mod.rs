@@ -88,6 +88,9 @@ pub struct Settings {
     pub realtime_auth_timeout: Duration,
     /// Ask every eMSP about an id tag none pushed.
     pub authorize_unknown_tokens: bool,
+    /// The token bucket of each site's authorization requests: per second, burst.
+    pub auth_rate_per_s: f64,
+    pub auth_burst: u32,
 }
 
 impl Settings {
@@ -109,6 +112,8 @@ impl Settings {
             default_currency: c.default_currency.clone(),
             realtime_auth_timeout: Duration::from_millis(c.realtime_auth_timeout_ms),
             authorize_unknown_tokens: c.authorize_unknown_tokens,
+            auth_rate_per_s: c.auth_rate_per_s,
+            auth_burst: c.auth_burst,
         }
     }
 
@@ -136,6 +141,8 @@ pub struct OcpiState {
     pub tariffs_seen: Arc<tariffs::Seen>,
     pub sessions: Arc<sessions::Refresher>,
     pub push: push::PushHandle,
+    /// Each site's budget of authorization requests ([`realtime::RateLimiter`]).
+    pub auth_limiter: Arc<realtime::RateLimiter>,
     /// Where commands to sites are published (`None`: they go out at the sites' next
     /// hello).
     pub mqtt: Option<rumqttc::AsyncClient>,
@@ -170,6 +177,7 @@ impl Service {
     ) -> anyhow::Result<Service> {
         partners::bootstrap(&store, c).await?;
         let settings = Arc::new(Settings::new(c, http_addr));
+        let auth_limiter = Arc::new(realtime::RateLimiter::new(settings.auth_rate_per_s, settings.auth_burst));
         let client = client::Client::default();
         let push = push::PushHandle::start(store.clone(), settings.clone(), client.clone());
         let state = OcpiState {
@@ -179,6 +187,7 @@ impl Service {
             locations: Arc::new(locations::Refresher::default()),
             tariffs_seen: Arc::new(tariffs::Seen::default()),
             sessions: Arc::new(sessions::Refresher::default()),
+            auth_limiter,
             push,
             mqtt,
         };
@@ -201,12 +210,23 @@ impl Service {
 /// Adds `/ocpi/...` ([`router`]) and the administration under [`admin::PREFIX`] to the
 /// hub's HTTP routes.
 pub fn mount(app: Router, state: OcpiState) -> Router {
-    app.merge(router(state.clone())).nest(admin::PREFIX, admin::router(state))
+    mount_with(app, state, Router::new())
+}
+
+/// [`mount`] with `extra` routes inside the OCPI router (behind its authentication).
+pub fn mount_with(app: Router, state: OcpiState, extra: Router<OcpiState>) -> Router {
+    app.merge(router_with(state.clone(), extra)).nest(admin::PREFIX, admin::router(state))
 }
 
 /// `/ocpi/...`: every route authenticated with a partner's token.
 pub fn router(state: OcpiState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// [`router`] with `extra` routes, authenticated the same way.
+pub fn router_with(state: OcpiState, extra: Router<OcpiState>) -> Router {
     Router::new()
+        .merge(extra)
         .route("/ocpi/versions", get(versions))
         .route(&format!("/ocpi/{VERSION}"), get(version_details))
         .route(

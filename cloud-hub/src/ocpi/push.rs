@@ -447,6 +447,19 @@ async fn park(store: &Store, row: &Row, why: &str) -> Result<(), DbError> {
         .map(|_| ())
 }
 
+/// Moves `partner_id`'s parked CDRs back to pending, as if never tried (an operator
+/// after the partner fixed what made it refuse them); how many. The caller wakes the
+/// delivery ([`PushHandle::wake`]).
+pub async fn retry_parked(store: &Store, partner_id: &str) -> Result<u64, DbError> {
+    store
+        .exec(
+            "UPDATE ocpi_outbox SET state = 'pending', attempts = 0, next_attempt_ms = $2, lease_until_ms = NULL, \
+             leased_by = NULL WHERE partner_id = $1 AND state = 'parked'",
+            &[partner_id.into(), Utc::now().timestamp_millis().into()],
+        )
+        .await
+}
+
 /// What waits in the outbox per partner: `(partner_id, pending, parked)`.
 pub async fn backlog(store: &Store) -> Result<Vec<(String, i64, i64)>, DbError> {
     let rows = store
@@ -484,6 +497,8 @@ mod tests {
             default_currency: "EUR".into(),
             realtime_auth_timeout: Duration::from_millis(1500),
             authorize_unknown_tokens: true,
+            auth_rate_per_s: 5.0,
+            auth_burst: 20,
         }
     }
 

@@ -17,10 +17,17 @@
 //! decision) is recorded in `ocpi_authorizations`: the ALLOWED ones make the session
 //! that follows the partner's (see [`super::sessions::owner`]), with its
 //! `authorization_reference`.
+//!
+//! Each site has a budget of requests ([`RateLimiter`], `[ocpi] auth_rate_per_s` and
+//! `auth_burst`): over it the answer is Unknown at once, no eMSP is asked, and the site's
+//! offline policy decides.
 
 use chrono::Utc;
 use shared_model::ocpi::{AuthorizationInfo, LocationReferences, Token, auth_method, status};
 use shared_model::sync::{AuthAnswer, AuthRequest, AuthVerdict, PROTOCOL_VERSION};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
 use super::OcpiState;
@@ -29,6 +36,69 @@ use super::locations::evse_uid;
 use super::partners::{self, PartnerState};
 use super::tokens::{self, AuthorizeError};
 use crate::db::{DbError, Ty};
+
+/// A token bucket: `burst` tokens, refilled at `rate` per second; a request takes one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    /// A full bucket at `now`.
+    pub fn full(burst: u32, now: Instant) -> Bucket {
+        Bucket { tokens: f64::from(burst), at: now }
+    }
+
+    /// Takes a token at `now` if there is one (after refilling for the time since the
+    /// last call).
+    pub fn take(&mut self, rate: f64, burst: u32, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(f64::from(burst));
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Each site's bucket of authorization requests (`[ocpi] auth_rate_per_s`,
+/// `auth_burst`): a site whose chargers (or a misbehaving agent) ask faster than that is
+/// answered Unknown at once, without calling any eMSP, and decides by its own offline
+/// policy. Per hub replica: with several, a site may get up to that many times the rate.
+#[derive(Debug)]
+pub struct RateLimiter {
+    rate: f64,
+    burst: u32,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl RateLimiter {
+    pub fn new(rate: f64, burst: u32) -> RateLimiter {
+        RateLimiter { rate, burst, buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// Whether `site` may make a request at `now` (it takes a token when it may).
+    pub fn admit(&self, site: &str, now: Instant) -> bool {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        // Full buckets carry no information: forget them now and then, so that sites
+        // that stopped asking (or ids that were never sites) do not pile up.
+        if buckets.len() > 10_000 {
+            let full_after = Duration::from_secs_f64(f64::from(self.burst) / self.rate);
+            buckets.retain(|_, b| now.saturating_duration_since(b.at) < full_after);
+        }
+        let (rate, burst) = (self.rate, self.burst);
+        buckets.entry(site.to_owned()).or_insert_with(|| Bucket::full(burst, now)).take(rate, burst, now)
+    }
+}
+
+/// The answer to a site over its request budget.
+pub fn rate_limited(req: &AuthRequest) -> AuthAnswer {
+    unknown(req, "hub: too many authorization requests from this site; not asked now")
+}
 
 /// The verdict of an OCPI `allowed` value (AllowedType).
 pub fn verdict(allowed: &str) -> AuthVerdict {
@@ -279,6 +349,32 @@ async fn decide_known(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bucket_allows_the_burst_then_the_rate() {
+        let t0 = Instant::now();
+        let mut b = Bucket::full(3, t0);
+        assert!((0..3).all(|_| b.take(2.0, 3, t0)), "the burst");
+        assert!(!b.take(2.0, 3, t0), "then nothing at once");
+        assert!(!b.take(2.0, 3, t0 + Duration::from_millis(400)), "0.8 of a token is not one");
+        assert!(b.take(2.0, 3, t0 + Duration::from_millis(500)), "two per second: one after 0.5 s");
+        assert!(!b.take(2.0, 3, t0 + Duration::from_millis(500)));
+        // A long pause refills to the burst, not beyond.
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!((0..10).filter(|_| b.take(2.0, 3, later)).count(), 3);
+        // A clock that goes backwards takes nothing away and gives nothing.
+        assert!(!b.take(2.0, 3, t0));
+    }
+
+    #[test]
+    fn each_site_has_its_own_bucket() {
+        let limiter = RateLimiter::new(1.0, 2);
+        let now = Instant::now();
+        assert!(limiter.admit("a", now) && limiter.admit("a", now));
+        assert!(!limiter.admit("a", now), "a is over its burst");
+        assert!(limiter.admit("b", now), "b is not held up by a");
+        assert!(limiter.admit("a", now + Duration::from_secs(1)));
+    }
 
     #[test]
     fn allowed_types_map_to_verdicts() {

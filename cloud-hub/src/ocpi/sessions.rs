@@ -655,6 +655,8 @@ mod tests {
             default_currency: "EUR".into(),
             realtime_auth_timeout: Duration::from_millis(1500),
             authorize_unknown_tokens: true,
+            auth_rate_per_s: 5.0,
+            auth_burst: 20,
         }
     }
 

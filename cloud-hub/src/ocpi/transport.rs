@@ -96,6 +96,26 @@ pub fn ok<T: Serialize>(data: T) -> Response {
     (StatusCode::OK, Json(body)).into_response()
 }
 
+/// A 1000 answer whose `data` is the list of `items`, each already JSON text (stored
+/// objects served as stored): the same envelope as [`ok`], without parsing them.
+pub fn ok_json_list(items: &[&str]) -> Response {
+    let len = items.iter().map(|i| i.len() + 1).sum::<usize>() + 96;
+    let mut body = String::with_capacity(len);
+    body.push_str("{\"data\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(item);
+    }
+    body.push_str("],\"status_code\":");
+    body.push_str(&status::SUCCESS.to_string());
+    body.push_str(",\"timestamp\":");
+    body.push_str(&serde_json::to_string(&timestamp(Utc::now())).unwrap_or_else(|_| "\"\"".to_owned()));
+    body.push('}');
+    (StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
 /// A 1000 answer without data.
 pub fn ok_empty() -> Response {
     let body: Envelope<Value> =
@@ -245,6 +265,23 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_spliced_list_is_the_envelope_ok_writes() {
+        let items = [r#"{"id":"A","n":1}"#, r#"{"id":"B","nested":{"x":[1,2]}}"#];
+        let spliced = ok_json_list(&items);
+        assert_eq!(spliced.headers()[axum::http::header::CONTENT_TYPE], "application/json");
+        let bytes = axum::body::to_bytes(spliced.into_body(), usize::MAX).await.expect("body");
+        let got: Value = serde_json::from_slice(&bytes).expect("JSON");
+        let values: Vec<Value> = items.iter().map(|i| serde_json::from_str(i).expect("item")).collect();
+        let bytes = axum::body::to_bytes(ok(values).into_body(), usize::MAX).await.expect("body");
+        let mut want: Value = serde_json::from_slice(&bytes).expect("JSON");
+        want["timestamp"] = got["timestamp"].clone();
+        assert_eq!(got, want);
+        let empty = axum::body::to_bytes(ok_json_list(&[]).into_body(), usize::MAX).await.expect("body");
+        let empty: Value = serde_json::from_slice(&empty).expect("JSON");
+        assert_eq!((empty["data"].clone(), empty["status_code"].clone()), (serde_json::json!([]), 1000.into()));
+    }
 
     #[test]
     fn token_header_base64_and_raw() {

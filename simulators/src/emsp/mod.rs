@@ -179,6 +179,10 @@ struct Inner {
     sessions: BTreeMap<String, Value>,
     /// CDRs received, by id: the body as it came.
     cdrs: BTreeMap<String, String>,
+    /// Refuse every CDR POST (HTTP 400, status 2001), as a partner whose validation
+    /// rejects our CDRs until it is fixed; each refused POST is counted.
+    refuse_cdrs: bool,
+    cdr_refusals: usize,
 }
 
 struct Shared {
@@ -553,6 +557,17 @@ impl Emsp {
         }
     }
 
+    /// Refuses every CDR POST from now on (`true`, HTTP 400 with status 2001) or takes
+    /// them again (`false`).
+    pub fn refuse_cdrs(&self, refuse: bool) {
+        self.shared.lock().refuse_cdrs = refuse;
+    }
+
+    /// How many CDR POSTs were refused so far.
+    pub fn cdr_refusals(&self) -> usize {
+        self.shared.lock().cdr_refusals
+    }
+
     /// Refuses the next `n` result POSTs (HTTP 503, status 3000), as a partner that is
     /// briefly down.
     pub fn fail_next_results(&self, n: u32) {
@@ -914,6 +929,17 @@ async fn receive_cdr(State(shared): State<Arc<Shared>>, body: Bytes) -> Response
     };
     {
         let mut inner = shared.lock();
+        if inner.refuse_cdrs {
+            inner.cdr_refusals += 1;
+            drop(inner);
+            shared.changed.notify_waiters();
+            return envelope(
+                StatusCode::BAD_REQUEST,
+                status::INVALID_PARAMETERS,
+                Some("CDR refused (simulated validation error)"),
+                None,
+            );
+        }
         inner.cdrs.insert(id.clone(), raw.clone());
         inner.pushes.push(Push {
             module: "cdrs".to_owned(),
