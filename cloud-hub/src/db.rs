@@ -272,7 +272,7 @@ pub enum Tx {
 
 /// The schema versions, in order: `(version, description, SQLite text, PostgreSQL text)`.
 /// Applied migrations are checksummed by sqlx: never edit one, add the next.
-const MIGRATIONS: [(i64, &str, &str, &str); 10] = [
+const MIGRATIONS: [(i64, &str, &str, &str); 11] = [
     (
         1,
         "sync",

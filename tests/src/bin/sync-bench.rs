@@ -307,7 +307,13 @@ async fn run_hub(args: &Args, hub: &Hub, site_ids: &[String], site_batches: &[Ar
     if !args.no_ingest {
         eprintln!("ingest: {} sites into {}", sites.len(), hub.backend.label());
         let before = hub.batch_outcomes();
-        let plan = SendPlan { window: args.window, grant: None, ack_timeout, deadline: Instant::now() + timeout };
+        // The agent sends a hello and waits for its ack, which grants the slow start: one
+        // batch (of at most SLOW_START_BYTES, and one batch always goes). Without it 100
+        // sites would start with `--window` full batches each, more than the broker keeps
+        // for the hub.
+        let slow_start = shared_model::sync::Window { batches: 1, bytes: cloud_hub::flow::SLOW_START_BYTES };
+        let plan =
+            SendPlan { window: args.window, grant: Some(slow_start), ack_timeout, deadline: Instant::now() + timeout };
         out.ingest = Some(load::ingest(&mut sites, plan).await?);
         let after = hub.batch_outcomes();
         out.outcomes =
