@@ -139,36 +139,38 @@ fn binaries(args: &Args) -> Result<(PathBuf, PathBuf)> {
     Ok((agent, hub))
 }
 
-/// Provisions the demo site at the hub (`cloud-hub site add`) and returns its MQTT password.
-fn add_site(hub: &Path, config: &Path) -> Result<String> {
+/// Runs `cloud-hub ARGS --config CONFIG` and returns what it printed after `prefix` on
+/// one of its lines (a password or token it shows once).
+fn hub_cli(hub: &Path, config: &Path, args: &[&str], prefix: &str) -> Result<String> {
+    let what = format!("cloud-hub {}", args.iter().take(2).copied().collect::<Vec<_>>().join(" "));
     let out = std::process::Command::new(hub)
-        .args(["site", "add", "Sitepilot demo", "--id", "demo-site", "--config"])
+        .args(args)
+        .arg("--config")
         .arg(config)
         .output()
-        .context("running cloud-hub site add")?;
+        .with_context(|| format!("running {what}"))?;
     if !out.status.success() {
-        bail!("cloud-hub site add failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let text = String::from_utf8(out.stdout)?;
     text.lines()
-        .find_map(|l| l.trim().strip_prefix("MQTT password:").map(|p| p.trim().to_owned()))
-        .context("cloud-hub site add printed no MQTT password")
+        .find_map(|l| l.trim().strip_prefix(prefix).map(|p| p.trim().to_owned()))
+        .with_context(|| format!("{what} printed no {prefix:?} line"))
+}
+
+/// Provisions the demo site at the hub (`cloud-hub site add`) and returns its MQTT password.
+fn add_site(hub: &Path, config: &Path) -> Result<String> {
+    hub_cli(hub, config, &["site", "add", "Sitepilot demo", "--id", "demo-site"], "MQTT password:")
 }
 
 /// An admin API key of the hub (`cloud-hub apikey add`), for the demo's billing set-up.
 fn add_api_key(hub: &Path, config: &Path) -> Result<String> {
-    let out = std::process::Command::new(hub)
-        .args(["apikey", "add", "demo-admin", "--role", "admin", "--config"])
-        .arg(config)
-        .output()
-        .context("running cloud-hub apikey add")?;
-    if !out.status.success() {
-        bail!("cloud-hub apikey add failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let text = String::from_utf8(out.stdout)?;
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("token:").map(|p| p.trim().to_owned()))
-        .context("cloud-hub apikey add printed no token")
+    hub_cli(hub, config, &["apikey", "add", "demo-admin", "--role", "admin"], "token:")
+}
+
+/// The fleet dashboard's admin user `demo` (`cloud-hub user add`); returns its password.
+fn add_dashboard_user(hub: &Path, config: &Path) -> Result<String> {
+    hub_cli(hub, config, &["user", "add", "demo", "--role", "admin"], "password:")
 }
 
 /// The demo's tariff (OCPI 2.2.1): a EUR 0.50 start fee, EUR 0.39 per kWh from 07:00 to
@@ -320,6 +322,7 @@ async fn main() -> Result<()> {
     )?;
     let site_password = add_site(&hub_bin, &hub_config)?;
     let hub_token = add_api_key(&hub_bin, &hub_config)?;
+    let dashboard_password = add_dashboard_user(&hub_bin, &hub_config)?;
     let hub_arg = hub_config.to_string_lossy().into_owned();
     let hub = Server::spawn(&hub_bin, &["run", "--config", &hub_arg], "SITEPILOT_READY", Duration::from_secs(20))
         .await
@@ -390,6 +393,7 @@ async fn main() -> Result<()> {
     println!(
         "  cloud hub          http://127.0.0.1:{hub_port}/health   (metrics: /metrics; MQTT broker on {mqtt_port})"
     );
+    println!("  fleet dashboard    {hub_url}/   (log in as demo / {dashboard_password})");
     println!("  sync to the hub    http://{api}/api/v1/sync");
     println!("  installer page     http://{api}/");
     println!("  priced CDRs        {hub_url}/api/v1/cdrs   (Authorization: Bearer {hub_token})");
