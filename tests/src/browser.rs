@@ -292,6 +292,24 @@ impl Browser {
         }
     }
 
+    /// Waits up to [`WAIT`] until `script` (a function body, `arguments` are `args`) returns
+    /// exactly `expected`. Where [`wait_until`](Self::wait_until) can only say "not yet",
+    /// the error shows what the page gave last, which is what tells a wrong value from a
+    /// late one.
+    pub async fn wait_value(&self, what: &str, script: &str, args: Value, expected: &Value) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let last = self.execute(script, args.clone()).await?;
+            if &last == expected {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("not within {WAIT:?}: {what}; expected {expected}, the page gives {last}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Clicks the first element matching `selector` (waiting for it to appear). A live
     /// update may replace the element between finding and clicking it: then it is found
     /// again, a few times.
