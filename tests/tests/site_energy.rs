@@ -569,3 +569,50 @@ async fn busy_site_is_within_its_limit_once_the_hardware_had_time() {
     schema_check(&agent).await;
     meter.shutdown();
 }
+
+const LIMITS_FAILED: &str = "sitepilot_edge_balancer_limits_sent_total{result=\"failed\"}";
+
+/// A car plugged in and out again at once: the balancer's limit for that session reaches
+/// the charger after the session ended and is refused. That says nothing about the charger
+/// (it answers, and has no session to limit): the site must not stay in fail-safe with the
+/// charger "not answering" until its next session, as it once did.
+#[tokio::test]
+async fn a_limit_refused_for_a_session_just_ended_leaves_no_fail_safe() {
+    let agent = TestAgent::start_text(|dir| {
+        energy_config_text(
+            dir,
+            &[("CP-1", "circuit = \"grid\"")],
+            &format!("{TUNING}\n[[circuits]]\nid = \"grid\"\nlimit_a = 32\n"),
+        )
+    })
+    .await;
+    let cp = sim(&agent, "CP-1", EvModel::instant().with_max_current(32.0)).await;
+    // Each try races the balancer's next tick (200 ms) against the unplug; a few tries
+    // make sure at least one limit arrives late and is refused.
+    let mut refused = false;
+    for _ in 0..10 {
+        let before = metric(&metrics_text(&agent).await, LIMITS_FAILED);
+        charge(&cp).await;
+        cp.unplug(1).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        if metric(&metrics_text(&agent).await, LIMITS_FAILED) > before {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "no limit was ever refused: the case this test is about did not happen");
+    // Within a few balancer ticks nothing is in fail-safe, and it stays so.
+    eventually(5, || async { fail_safe_reasons(&balancer(&agent).await).is_empty().then_some(()) })
+        .await
+        .expect("no fail-safe once the session is over");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let b = balancer(&agent).await;
+    assert!(fail_safe_reasons(&b).is_empty(), "{b}");
+    let m = metrics_text(&agent).await;
+    assert_eq!(metric(&m, "sitepilot_edge_balancer_fail_safe_active"), 0.0, "{m}");
+    assert_eq!(metric(&m, NOT_ANSWERING_ENTER), 0.0, "{m}");
+    // The charger still takes a limit for its next session.
+    charge(&cp).await;
+    eventually(10, || async { (offered(&cp).await == 32.0).then_some(()) }).await.expect("32 A for the next car");
+    schema_check(&agent).await;
+}

@@ -441,6 +441,11 @@ impl Controller {
             });
             if state.session.map(|s| s.0) != session.map(|s| s.0) {
                 state.sample = None;
+                // A limit refused for the session that ended says nothing about the next
+                // one: left set, the charger would stay "not answering" (its share
+                // reserved, the site in fail-safe) with no session to send a limit for.
+                state.failing_since = None;
+                state.last_error = None;
             }
             state.session = session;
             if let Some((_, rows)) = samples.iter().find(|s| s.0 == connector)
@@ -551,6 +556,13 @@ impl Controller {
                             .charging_profiles
                             .get_or_create(&crate::metrics::ResultLabels { result: "failed" })
                             .inc();
+                        if state.session.map(|s| s.0) != Some(sent.tx) {
+                            // Its session ended while the limit was on its way (a charger
+                            // refuses a TxProfile for a finished transaction).
+                            tracing::debug!(charger = %self.plan.points[point].id, error = %e,
+                                "balancer: a limit for a session that has ended was refused");
+                            return;
+                        }
                         if state.failing_since.is_none() {
                             tracing::warn!(charger = %self.plan.points[point].id, error = %e,
                                 "balancer: charger did not take its limit; its share stays reserved");
