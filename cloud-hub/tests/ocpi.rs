@@ -492,8 +492,8 @@ on_both_databases!(crawling_ten_thousand_evses, crawl_10000_sqlite, crawl_10000_
 async fn another_replicas_changes_are_in_the_next_get(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else { return };
     // The refresh loops run once at the start; after that only GETs refresh.
-    let serving = start(&db, "refresh_interval_ms = 600000").await;
-    let other = start(&db, "refresh_interval_ms = 600000").await;
+    let serving = start(&db, "refresh_interval_ms = 60000").await;
+    let other = start(&db, "refresh_interval_ms = 60000").await;
     let emsp = Emsp::start(emsp_config()).await.expect("emsp");
     emsp.register(&serving.versions_url(), &serving.token_a("emsp", false).await).await.expect("registered");
     let token = emsp.cpo().expect("registered").token;

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::transport::{self, OcpiError, OcpiResult, PageRequest};
 use super::{CallerExt, OcpiState, Settings};
-use crate::db::{DbError, Store, Ty, Val};
+use crate::db::{DbError, Row, Store, Ty, Val};
 
 /// Serialises refreshes within one hub (replicas are kept apart by the site lock), and
 /// lets the GETs waiting for one share it.
@@ -481,21 +481,37 @@ pub async fn list(State(state): State<OcpiState>, _caller: CallerExt, uri: Uri) 
 const COUNT_ALL: &str = "SELECT COUNT(*) FROM ocpi_locations WHERE body IS NOT NULL AND publish = $1";
 const COUNT_WINDOW: &str = "SELECT COUNT(*) FROM ocpi_locations WHERE body IS NOT NULL AND publish = $1 \
                             AND last_updated_ms >= $2 AND last_updated_ms < $3";
-const PAGE_ALL: &str = "SELECT body FROM ocpi_locations WHERE location_id IN \
+// Each page query reads the [`Signature`] too, in the same statement and so from the same
+// snapshot (PostgreSQL READ COMMITTED takes one per statement; SQLite reads one state per
+// statement): a page read at the signature of the last refresh that found nothing to do
+// is up to date as it is (a LEFT JOIN, so that an empty page still has the signature).
+const PAGE_ALL: &str = "SELECT s.n, p.body FROM \
+                        (SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) AS n FROM ocpi_location_changes) s \
+                        LEFT JOIN (SELECT location_id, body FROM ocpi_locations WHERE location_id IN \
                         (SELECT location_id FROM ocpi_locations WHERE body IS NOT NULL AND publish = $1 \
-                        ORDER BY location_id LIMIT $2 OFFSET $3) ORDER BY location_id";
-const PAGE_WINDOW: &str = "SELECT body FROM ocpi_locations WHERE location_id IN \
+                        ORDER BY location_id LIMIT $2 OFFSET $3)) p ON 1 = 1 ORDER BY p.location_id";
+const PAGE_WINDOW: &str = "SELECT s.n, p.body FROM \
+                           (SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) AS n FROM ocpi_location_changes) s \
+                           LEFT JOIN (SELECT location_id, body FROM ocpi_locations WHERE location_id IN \
                            (SELECT location_id FROM ocpi_locations WHERE body IS NOT NULL AND publish = $1 \
                            AND last_updated_ms >= $4 AND last_updated_ms < $5 \
-                           ORDER BY location_id LIMIT $2 OFFSET $3) ORDER BY location_id";
+                           ORDER BY location_id LIMIT $2 OFFSET $3)) p ON 1 = 1 ORDER BY p.location_id";
+
+/// A page's rows: the [`Signature`] it was read at, and the bodies.
+async fn page_rows(state: &OcpiState, sql: &'static str, args: &[Val]) -> OcpiResult<(Option<Signature>, Vec<Row>)> {
+    let rows = state
+        .store
+        .fetch(sql, args, &[Ty::Int, Ty::Text])
+        .await
+        .map_err(|e| OcpiError::db("listing the locations", &e))?;
+    Ok((rows.first().and_then(|r| r.int(0)).map(Signature), rows))
+}
 
 async fn list_inner(state: &OcpiState, uri: &Uri) -> OcpiResult<Response> {
     let page = PageRequest::parse(uri, state.settings.max_page_limit)?;
-    let at = fresh(state).await?;
     let window = page.date_from.is_some() || page.date_to.is_some();
     let from = page.date_from.map(|t| t.timestamp_millis()).unwrap_or(i64::MIN);
     let to = page.date_to.map(|t| t.timestamp_millis()).unwrap_or(i64::MAX);
-    let db = |e: DbError| OcpiError::db("listing the locations", &e);
     let offset = i64::try_from(page.offset).unwrap_or(i64::MAX);
     let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
     let (count_sql, page_sql, count_args, page_args): (_, _, Vec<Val>, Vec<Val>) = if window {
@@ -509,27 +525,45 @@ async fn list_inner(state: &OcpiState, uri: &Uri) -> OcpiResult<Response> {
         (COUNT_ALL, PAGE_ALL, vec![true.into()], vec![true.into(), limit.into(), offset.into()])
     };
     let counts = &state.locations.counts;
-    let cached = at.and_then(|at| counts.lock().unwrap_or_else(|p| p.into_inner()).get(at, (from, to)));
-    let total = match cached {
-        Some(total) => total,
+    let counted = |at: Signature| counts.lock().unwrap_or_else(|p| p.into_inner()).get(at, (from, to));
+    // Nothing changed since the last refresh that found nothing to do, and the count at
+    // it is known: one statement, read after the GET arrived, shows it (no refresh to
+    // wait for, no signature read of its own). Otherwise refresh and count as needed.
+    let clean = *state.locations.clean.lock().unwrap_or_else(|p| p.into_inner());
+    let known = clean.and_then(|at| counted(at).map(|total| (at, total)));
+    let mut served = None;
+    if let Some((at, total)) = known {
+        let (seen, rows) = page_rows(state, page_sql, &page_args).await?;
+        if seen == Some(at) {
+            served = Some((total, rows));
+        }
+    }
+    let (total, rows) = match served {
+        Some(served) => served,
         None => {
-            let total = state
-                .store
-                .fetch_opt(count_sql, &count_args, &[Ty::Int])
-                .await
-                .map_err(db)?
-                .and_then(|r| r.int(0))
-                .unwrap_or(0);
-            if let Some(at) = at {
-                counts.lock().unwrap_or_else(|p| p.into_inner()).put(at, (from, to), total);
-            }
-            total
+            let at = fresh(state).await?;
+            let total = match at.and_then(counted) {
+                Some(total) => total,
+                None => {
+                    let total = state
+                        .store
+                        .fetch_opt(count_sql, &count_args, &[Ty::Int])
+                        .await
+                        .map_err(|e| OcpiError::db("counting the locations", &e))?
+                        .and_then(|r| r.int(0))
+                        .unwrap_or(0);
+                    if let Some(at) = at {
+                        counts.lock().unwrap_or_else(|p| p.into_inner()).put(at, (from, to), total);
+                    }
+                    total
+                }
+            };
+            (total, page_rows(state, page_sql, &page_args).await?.1)
         }
     };
-    let rows = state.store.fetch(page_sql, &page_args, &[Ty::Text]).await.map_err(db)?;
     // The stored bodies are the Locations as served (JSON text): spliced into the
     // envelope as they are, not parsed and written again.
-    let bodies: Vec<&str> = rows.iter().filter_map(|r| r.text(0)).collect();
+    let bodies: Vec<&str> = rows.iter().filter_map(|r| r.text(1)).collect();
     let headers =
         page.headers(u64::try_from(total).unwrap_or(0), &format!("{}/locations", state.settings.version_url()));
     let mut response = transport::ok_json_list(&bodies);
