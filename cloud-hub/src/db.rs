@@ -272,7 +272,7 @@ pub enum Tx {
 
 /// The schema versions, in order: `(version, description, SQLite text, PostgreSQL text)`.
 /// Applied migrations are checksummed by sqlx: never edit one, add the next.
-const MIGRATIONS: [(i64, &str, &str, &str); 11] = [
+const MIGRATIONS: [(i64, &str, &str, &str); 12] = [
     (
         1,
         "sync",
@@ -338,6 +338,12 @@ const MIGRATIONS: [(i64, &str, &str, &str); 11] = [
         "ocpi_reservations_paging",
         include_str!("../migrations/sqlite/0011_ocpi_reservations_paging.sql"),
         include_str!("../migrations/postgres/0011_ocpi_reservations_paging.sql"),
+    ),
+    (
+        12,
+        "ocpi_locations_text",
+        include_str!("../migrations/sqlite/0012_ocpi_locations_text.sql"),
+        include_str!("../migrations/postgres/0012_ocpi_locations_text.sql"),
     ),
 ];
 

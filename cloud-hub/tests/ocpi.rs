@@ -485,6 +485,79 @@ async fn crawling_ten_thousand_evses(backend: Backend) {
 }
 on_both_databases!(crawling_ten_thousand_evses, crawl_10000_sqlite, crawl_10000_postgres);
 
+/// Two replicas on one database: what the second commits (a new Location, a status
+/// through its ingest, a Location withdrawn through its admin API) is in the first's very
+/// next GET — pages and `X-Total-Count`, with and without a `date_from` window — though
+/// the first keeps its counts between GETs while the database's change counter stands.
+async fn another_replicas_changes_are_in_the_next_get(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else { return };
+    // The refresh loops run once at the start; after that only GETs refresh.
+    let serving = start(&db, "refresh_interval_ms = 60000").await;
+    let other = start(&db, "refresh_interval_ms = 60000").await;
+    let emsp = Emsp::start(emsp_config()).await.expect("emsp");
+    emsp.register(&serving.versions_url(), &serving.token_a("emsp", false).await).await.expect("registered");
+    let token = emsp.cpo().expect("registered").token;
+    let get = |query: String| {
+        let (serving, token) = (&serving, &token);
+        async move {
+            let r = serving.ocpi_get(&format!("/ocpi/2.2.1/locations{query}"), token).await;
+            assert_eq!((r.http, r.code()), (200, Some(1000)), "{:?}", r.body);
+            let total = r.header("x-total-count").and_then(|v| v.parse::<u64>().ok());
+            let items = r.body["data"].as_array().cloned().unwrap_or_default();
+            (total, items)
+        }
+    };
+    let ids =
+        |items: &[Value]| items.iter().map(|l| l["id"].as_str().unwrap_or_default().to_owned()).collect::<Vec<_>>();
+
+    other.site("s1", 2).await;
+    let (total, items) = get(String::new()).await;
+    assert_eq!((total, ids(&items)), (Some(1), vec!["s1".to_owned()]));
+    // Again, nothing changed: the same (the count kept from the GET before).
+    assert_eq!(get(String::new()).await.0, Some(1));
+
+    other.site("s2", 3).await;
+    let (total, items) = get("?limit=1&offset=1".to_owned()).await;
+    assert_eq!((total, ids(&items)), (Some(2), vec!["s2".to_owned()]), "the other replica's new Location");
+    let (total, items) = get(String::new()).await;
+    assert_eq!((total, evse_count(&items)), (Some(2), 5));
+
+    // A window after everything so far: empty, and counted so; then a status change
+    // through the other replica's ingest falls into it.
+    let newest = items.iter().filter_map(|l| l["last_updated"].as_str()).max().expect("some").to_owned();
+    let after = shared_model::ocpi::parse_timestamp(&newest).expect("time") + chrono::Duration::milliseconds(1);
+    let window = format!("?date_from={}", timestamp_of(after));
+    assert_eq!(get(window.clone()).await, (Some(0), Vec::new()));
+    assert_eq!(get(window.clone()).await.0, Some(0));
+    // Past the window's start on a coarse clock too.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    other.status("s2", 4, 1, ConnectorStatus::Charging).await;
+    let (total, items) = get(window.clone()).await;
+    assert_eq!((total, ids(&items)), (Some(1), vec!["s2".to_owned()]), "the status change is in the window");
+    assert_eq!(items[0]["evses"][0]["status"], "CHARGING");
+    assert_eq!(get(String::new()).await.0, Some(2), "the whole set did not grow");
+
+    // Withdrawn through the other replica's admin API: gone from the count and the page.
+    let r = other
+        .admin(
+            reqwest::Method::PUT,
+            "/sites/s1/location",
+            Some(&json!({"address": "Main St 1", "city": "Berlin", "country": "DEU", "latitude": 52.52,
+                          "longitude": 13.405, "time_zone": "Europe/Berlin", "publish": false})),
+        )
+        .await;
+    assert_eq!(r.http, 200, "{:?}", r.body);
+    let (total, items) = get(String::new()).await;
+    assert_eq!((total, ids(&items)), (Some(1), vec!["s2".to_owned()]), "s1 is no longer published");
+    // And a Location removed straight in the database, by any writer: gone at once.
+    let store = &other.running.store;
+    store.exec("DELETE FROM ocpi_locations WHERE site_id = $1", &["s2".into()]).await.expect("delete");
+    assert_eq!(get(String::new()).await, (Some(0), Vec::new()));
+    serving.running.shutdown().await;
+    other.running.shutdown().await;
+}
+on_both_databases!(another_replicas_changes_are_in_the_next_get, replicas_sqlite, replicas_postgres);
+
 fn timestamp_of(t: chrono::DateTime<Utc>) -> String {
     shared_model::ocpi::timestamp(t)
 }
