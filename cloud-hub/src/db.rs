@@ -260,13 +260,15 @@ fn values_sql(head: &'static str, cols: usize, rows: usize, style: Placeholders)
 /// The pool of either backend.
 #[derive(Debug, Clone)]
 pub enum Store {
-    Sqlite(SqlitePool),
+    /// The pool, and the lock its write transactions take in turn (see [`Store::begin`]).
+    Sqlite(SqlitePool, Arc<tokio::sync::Mutex<()>>),
     Postgres(PgPool),
 }
 
 /// An open transaction of either backend.
 pub enum Tx {
-    Sqlite(Transaction<'static, Sqlite>),
+    /// The transaction, and this process's SQLite write lock until it ends.
+    Sqlite(Transaction<'static, Sqlite>, tokio::sync::OwnedMutexGuard<()>),
     Postgres(Transaction<'static, Postgres>),
 }
 
@@ -382,7 +384,7 @@ impl Store {
                     .connect_with(options)
                     .await
                     .map_err(|source| DbError::Connect { target: target.to_string(), source })?;
-                Store::Sqlite(pool)
+                Store::Sqlite(pool, Arc::default())
             }
             DbTarget::Postgres(url) => {
                 let options: PgConnectOptions =
@@ -402,7 +404,7 @@ impl Store {
 
     async fn migrate(&self) -> Result<(), DbError> {
         match self {
-            Store::Sqlite(pool) => migrator(false).run(pool).await?,
+            Store::Sqlite(pool, _) => migrator(false).run(pool).await?,
             Store::Postgres(pool) => migrator(true).run(pool).await?,
         }
         Ok(())
@@ -411,19 +413,27 @@ impl Store {
     /// `"sqlite"` or `"postgres"`.
     pub fn backend(&self) -> &'static str {
         match self {
-            Store::Sqlite(_) => "sqlite",
+            Store::Sqlite(..) => "sqlite",
             Store::Postgres(_) => "postgres",
         }
     }
 
     /// Starts a write transaction. SQLite: `BEGIN IMMEDIATE`, which takes the database's
     /// write lock at once (a deferred transaction that reads and then writes can fail
-    /// with SQLITE_BUSY when another writer got there in between). PostgreSQL: a plain
+    /// with SQLITE_BUSY when another writer got there in between), after this process's
+    /// writers had their turn in order: SQLite has one writer at a time anyway, and a
+    /// writer that finds the file locked sleeps in SQLite's busy handler (1, 2, 5, ... up
+    /// to 100 ms a time) whenever the lock is freed, where the next in line here starts
+    /// at once (another process, such as the CLI, still meets the busy handler). A task
+    /// must not start a second transaction while it holds one. PostgreSQL: a plain
     /// READ COMMITTED transaction; the rows it depends on are locked with
     /// [`Tx::lock_site`].
     pub async fn begin(&self) -> Result<Tx, DbError> {
         Ok(match self {
-            Store::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Store::Sqlite(pool, writer) => {
+                let turn = writer.clone().lock_owned().await;
+                Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?, turn)
+            }
             Store::Postgres(pool) => Tx::Postgres(pool.begin().await?),
         })
     }
@@ -431,7 +441,7 @@ impl Store {
     /// Runs one statement outside a transaction; the number of rows it touched.
     pub async fn exec(&self, sql: &'static str, args: &[Val]) -> Result<u64, DbError> {
         Ok(match self {
-            Store::Sqlite(pool) => bind_all!(sqlx::query(sql), args).execute(pool).await?.rows_affected(),
+            Store::Sqlite(pool, _) => bind_all!(sqlx::query(sql), args).execute(pool).await?.rows_affected(),
             Store::Postgres(pool) => bind_all!(sqlx::query(sql), args).execute(pool).await?.rows_affected(),
         })
     }
@@ -440,7 +450,7 @@ impl Store {
     pub async fn fetch(&self, sql: &'static str, args: &[Val], types: &[Ty]) -> Result<Vec<Row>, DbError> {
         let mut out = Vec::new();
         match self {
-            Store::Sqlite(pool) => {
+            Store::Sqlite(pool, _) => {
                 for row in bind_all!(sqlx::query(sql), args).fetch_all(pool).await? {
                     out.push(decode_row!(row, types, sql));
                 }
@@ -467,7 +477,7 @@ impl Store {
     pub async fn fetch_planned(&self, sql: &'static str, args: &[Val], types: &[Ty]) -> Result<Vec<Row>, DbError> {
         let mut out = Vec::new();
         match self {
-            Store::Sqlite(pool) => {
+            Store::Sqlite(pool, _) => {
                 for row in bind_all!(sqlx::query(sql).persistent(false), args).fetch_all(pool).await? {
                     out.push(decode_row!(row, types, sql));
                 }
@@ -499,7 +509,7 @@ impl Store {
     /// Closes the pool (waits for connections in use to come back).
     pub async fn close(&self) {
         match self {
-            Store::Sqlite(pool) => pool.close().await,
+            Store::Sqlite(pool, _) => pool.close().await,
             Store::Postgres(pool) => pool.close().await,
         }
     }
@@ -527,7 +537,7 @@ impl Tx {
     /// Runs one statement; the number of rows it touched.
     pub async fn exec(&mut self, sql: &'static str, args: &[Val]) -> Result<u64, DbError> {
         Ok(match self {
-            Tx::Sqlite(tx) => bind_all!(sqlx::query(sql), args).execute(&mut **tx).await?.rows_affected(),
+            Tx::Sqlite(tx, _) => bind_all!(sqlx::query(sql), args).execute(&mut **tx).await?.rows_affected(),
             Tx::Postgres(tx) => bind_all!(sqlx::query(sql), args).execute(&mut **tx).await?.rows_affected(),
         })
     }
@@ -536,7 +546,7 @@ impl Tx {
     pub async fn fetch(&mut self, sql: &'static str, args: &[Val], types: &[Ty]) -> Result<Vec<Row>, DbError> {
         let mut out = Vec::new();
         match self {
-            Tx::Sqlite(tx) => {
+            Tx::Sqlite(tx, _) => {
                 for row in bind_all!(sqlx::query(sql), args).fetch_all(&mut **tx).await? {
                     out.push(decode_row!(row, types, sql));
                 }
@@ -553,7 +563,7 @@ impl Tx {
     /// The first row of a query, if any.
     pub async fn fetch_opt(&mut self, sql: &'static str, args: &[Val], types: &[Ty]) -> Result<Option<Row>, DbError> {
         Ok(match self {
-            Tx::Sqlite(tx) => match bind_all!(sqlx::query(sql), args).fetch_optional(&mut **tx).await? {
+            Tx::Sqlite(tx, _) => match bind_all!(sqlx::query(sql), args).fetch_optional(&mut **tx).await? {
                 Some(row) => Some(decode_row!(row, types, sql)),
                 None => None,
             },
@@ -578,7 +588,7 @@ impl Tx {
             let chunk = ROW_CHUNKS.iter().copied().find(|c| *c <= rows - done).unwrap_or(1);
             let part = &args[done * cols..(done + chunk) * cols];
             touched += match self {
-                Tx::Sqlite(tx) => {
+                Tx::Sqlite(tx, _) => {
                     let sql = values_sql(head, cols, chunk, Placeholders::Anonymous);
                     bind_all!(sqlx::query(AssertSqlSafe(sql)), part).execute(&mut **tx).await?.rows_affected()
                 }
@@ -594,7 +604,7 @@ impl Tx {
 
     pub async fn commit(self) -> Result<(), DbError> {
         match self {
-            Tx::Sqlite(tx) => tx.commit().await?,
+            Tx::Sqlite(tx, _) => tx.commit().await?,
             Tx::Postgres(tx) => tx.commit().await?,
         }
         Ok(())
@@ -602,7 +612,7 @@ impl Tx {
 
     pub async fn rollback(self) -> Result<(), DbError> {
         match self {
-            Tx::Sqlite(tx) => tx.rollback().await?,
+            Tx::Sqlite(tx, _) => tx.rollback().await?,
             Tx::Postgres(tx) => tx.rollback().await?,
         }
         Ok(())

@@ -146,7 +146,9 @@ impl EventEnvelope {
 
     /// The typed event; `Err` for a kind or shape this version does not know.
     pub fn event(&self) -> Result<SiteEvent, serde_json::Error> {
-        serde_json::from_value(self.payload.clone())
+        // From the borrowed value: cloning the payload's maps first cost the hub's ingest
+        // a tenth of its time.
+        SiteEvent::deserialize(&self.payload)
     }
 }
 
