@@ -610,7 +610,9 @@ async fn a_limit_refused_for_a_session_just_ended_leaves_no_fail_safe() {
     assert!(fail_safe_reasons(&b).is_empty(), "{b}");
     let m = metrics_text(&agent).await;
     assert_eq!(metric(&m, "sitepilot_edge_balancer_fail_safe_active"), 0.0, "{m}");
-    assert_eq!(metric(&m, NOT_ANSWERING_ENTER), 0.0, "{m}");
+    // A refusal can arrive before the agent has seen the StopTransaction's effect on its
+    // sessions: then the charger is briefly "not answering", but every entry has its exit.
+    assert_eq!(metric(&m, NOT_ANSWERING_ENTER), metric(&m, NOT_ANSWERING_EXIT), "{m}");
     // The charger still takes a limit for its next session.
     charge(&cp).await;
     eventually(10, || async { (offered(&cp).await == 32.0).then_some(()) }).await.expect("32 A for the next car");
