@@ -378,6 +378,10 @@ impl Store {
                     // An ack promises durability: fsync every commit.
                     .synchronous(SqliteSynchronous::Full)
                     .foreign_keys(true)
+                    // Reads through a memory map of the file instead of a read() per page:
+                    // every commit (ingest's, billing's) empties the other connections'
+                    // page caches, and a month's chart then reads thousands of pages.
+                    .pragma("mmap_size", "268435456")
                     .busy_timeout(Duration::from_secs(30));
                 let pool = SqlitePoolOptions::new()
                     .max_connections(max_connections)
