@@ -41,6 +41,47 @@ pub fn password(id: &str) -> &'static str {
     CHARGERS.iter().find(|(c, _)| *c == id).map(|(_, p)| *p).unwrap_or("no-such-charger")
 }
 
+/// A free TCP port on 127.0.0.1, for a broker the hub binds itself (an edge config needs
+/// the port before the hub runs).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A hub on `db_url` with its embedded broker on `mqtt_port` and HTTP on port 0, its config
+/// written into `dir`; returns once it subscribed.
+pub async fn start_hub(dir: &Path, db_url: &str, mqtt_port: u16) -> cloud_hub::app::Running {
+    let text = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\n\
+         [database]\nurl = \"{db_url}\"\nmax_connections = 4\n[ingest]\nworkers = 2\n"
+    );
+    let path = dir.join("cloud-hub.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = cloud_hub::config::Config::load(&path).map_err(|e| e.to_string()).unwrap();
+    let running = cloud_hub::app::start(config).await.map_err(|e| format!("{e:#}")).unwrap();
+    assert!(running.wait_ready(Duration::from_secs(15)).await, "the hub subscribes");
+    running
+}
+
+/// The same on a SQLite file in `dir`.
+pub async fn start_sqlite_hub(dir: &Path, mqtt_port: u16) -> cloud_hub::app::Running {
+    start_hub(dir, &format!("sqlite://{}", dir.join("hub.db").display()), mqtt_port).await
+}
+
+/// The tail of an edge config (after [`energy_config_text`]'s chargers) for a site whose
+/// grid connection (circuit `grid`, 63 A fuse, 12 A safe current) is measured by a Modbus
+/// meter at `meter`, polled every 200 ms and stale after 3 periods, synced to the hub's
+/// broker on `mqtt_port` as `username` / `password`, reporting its power every 300 ms.
+pub fn grid_meter_site_tail(meter: std::net::SocketAddr, mqtt_port: u16, username: &str, password: &str) -> String {
+    format!(
+        "[balancer]\ntick_ms = 200\n\n[[circuits]]\nid = \"grid\"\nlimit_a = 63\nsafe_current_a = 12\n\n\
+         [[meters]]\nid = \"grid-meter\"\nmap = \"eastron-sdm630\"\ntcp = \"{meter}\"\ncircuit = \"grid\"\n\
+         period_ms = 200\ntimeout_ms = 100\nretries = 0\nmax_backoff_ms = 400\nstale_after_periods = 3\n\n\
+         [sync]\nbroker = \"mqtt://127.0.0.1:{mqtt_port}\"\nusername = \"{username}\"\npassword = \"{password}\"\n\
+         poll_interval_ms = 100\nack_timeout_s = 2\nreconnect_min_ms = 100\nreconnect_max_s = 1\n\
+         site_energy_interval_ms = 300\n"
+    )
+}
+
 /// A config TOML text for tests: ports 0, the database in `dir`, three chargers.
 pub fn config_text(dir: &Path, extra_ocpp: &str) -> String {
     let mut text = format!(

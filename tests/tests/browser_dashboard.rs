@@ -31,28 +31,12 @@ use simulators::chargepoint::{ChargePoint, ChargePointConfig, EvModel};
 use simulators::meter::{LoadProfile, MeterServer, SimClock, SiteLoad};
 use std::time::Duration;
 use tests::browser::Browser;
-use tests::{TAG_OK, TestAgent, energy_config_text, eventually, password};
+use tests::{
+    TAG_OK, TestAgent, energy_config_text, eventually, free_port, grid_meter_site_tail, password, start_sqlite_hub,
+};
 
 const SITE: &str = "test-site";
 const OTHER_SITE: &str = "yard";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-async fn start_hub(dir: &std::path::Path, mqtt_port: u16) -> cloud_hub::app::Running {
-    let text = format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\n\
-         [database]\nurl = \"sqlite://{}\"\nmax_connections = 4\n[ingest]\nworkers = 2\n",
-        dir.join("hub.db").display()
-    );
-    let path = dir.join("cloud-hub.toml");
-    std::fs::write(&path, text).unwrap();
-    let config = cloud_hub::config::Config::load(&path).map_err(|e| e.to_string()).unwrap();
-    let running = cloud_hub::app::start(config).await.map_err(|e| format!("{e:#}")).unwrap();
-    assert!(running.wait_ready(Duration::from_secs(15)).await, "the hub subscribes");
-    running
-}
 
 /// Another customer's session at another site, applied the way ingest applies a batch.
 async fn other_customers_session(store: &cloud_hub::db::Store) {
@@ -103,7 +87,7 @@ async fn an_operator_stops_a_session_and_a_fleet_manager_sees_only_their_own() {
     let Some(mut browser) = Browser::start("dashboard-phone").await else { return };
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let hub = start_hub(dir.path(), port).await;
+    let hub = start_sqlite_hub(dir.path(), port).await;
     let store = hub.store.clone();
     let base = format!("http://{}", hub.http_addr);
     let creds = cloud_hub::sites::add_site(&store, "Depot North", Some(SITE), "sitepilot-hub").await.unwrap();
@@ -296,7 +280,7 @@ async fn an_operator_watches_power_per_phase_and_the_fail_safe() {
     let Some(mut browser) = Browser::start("site-power-phone").await else { return };
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let hub = start_hub(dir.path(), port).await;
+    let hub = start_sqlite_hub(dir.path(), port).await;
     let store = hub.store.clone();
     let base = format!("http://{}", hub.http_addr);
     let creds = cloud_hub::sites::add_site(&store, "Depot North", Some(SITE), "sitepilot-hub").await.unwrap();
@@ -308,15 +292,7 @@ async fn an_operator_watches_power_per_phase_and_the_fail_safe() {
     let load = SiteLoad::new(LoadProfile::constant([10.0, 11.0, 12.0]), SimClock::real_time(chrono::NaiveTime::MIN));
     let meter = MeterServer::bind("127.0.0.1:0".parse().unwrap(), load.clone()).await.unwrap();
     let addr = meter.local_addr();
-    let tail = format!(
-        "[balancer]\ntick_ms = 200\n\n[[circuits]]\nid = \"grid\"\nlimit_a = 63\nsafe_current_a = 12\n\n\
-         [[meters]]\nid = \"grid-meter\"\nmap = \"eastron-sdm630\"\ntcp = \"{addr}\"\ncircuit = \"grid\"\n\
-         period_ms = 200\ntimeout_ms = 100\nretries = 0\nmax_backoff_ms = 400\nstale_after_periods = 3\n\n\
-         [sync]\nbroker = \"mqtt://127.0.0.1:{port}\"\nusername = \"{}\"\npassword = \"{}\"\n\
-         poll_interval_ms = 100\nack_timeout_s = 2\nreconnect_min_ms = 100\nreconnect_max_s = 1\n\
-         site_energy_interval_ms = 300\n",
-        creds.mqtt_username, creds.mqtt_password
-    );
+    let tail = grid_meter_site_tail(addr, port, &creds.mqtt_username, &creds.mqtt_password);
     let agent = TestAgent::start_text(|d| energy_config_text(d, &[("CP-1", "circuit = \"grid\"")], &tail)).await;
 
     // The charger answers (one never seen is itself a fail-safe condition).

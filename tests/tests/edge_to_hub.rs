@@ -16,24 +16,7 @@ use shared_model::ocpp::v16::Reason;
 use simulators::chargepoint::{ChargePoint, ChargePointConfig, EvModel};
 use std::time::Duration;
 use tests::hubdb::{Backend, database, drop_database};
-use tests::{TAG_OK, TestAgent, energy_config_text, eventually, password};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-async fn start_hub(dir: &std::path::Path, db_url: &str, mqtt_port: u16) -> cloud_hub::app::Running {
-    let text = format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\n\
-         [database]\nurl = \"{db_url}\"\nmax_connections = 4\n[ingest]\nworkers = 2\n"
-    );
-    let path = dir.join("cloud-hub.toml");
-    std::fs::write(&path, text).unwrap();
-    let config = cloud_hub::config::Config::load(&path).map_err(|e| e.to_string()).unwrap();
-    let running = cloud_hub::app::start(config).await.map_err(|e| format!("{e:#}")).unwrap();
-    assert!(running.wait_ready(Duration::from_secs(15)).await, "the hub subscribes");
-    running
-}
+use tests::{TAG_OK, TestAgent, energy_config_text, eventually, free_port, password, start_hub};
 
 async fn sim(agent: &TestAgent, id: &str) -> ChargePoint {
     let cfg = ChargePointConfig::new(id, agent.ocpp_url())
