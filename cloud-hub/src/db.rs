@@ -41,7 +41,8 @@ pub enum DbError {
 pub enum Val {
     Int(Option<i64>),
     Real(Option<f64>),
-    Text(Option<String>),
+    /// Shared, so that binding it (and repeating it in many rows) copies nothing.
+    Text(Option<Arc<str>>),
     Time(Option<DateTime<Utc>>),
     Bool(Option<bool>),
     Json(Option<Value>),
@@ -80,29 +81,35 @@ impl From<Option<f64>> for Val {
 }
 impl From<&str> for Val {
     fn from(v: &str) -> Self {
-        Val::Text(Some(v.to_owned()))
+        Val::Text(Some(Arc::from(v)))
     }
 }
 impl From<String> for Val {
     fn from(v: String) -> Self {
-        Val::Text(Some(v))
+        Val::Text(Some(Arc::from(v)))
     }
 }
 impl From<&String> for Val {
     fn from(v: &String) -> Self {
-        Val::Text(Some(v.clone()))
+        Val::Text(Some(Arc::from(v.as_str())))
     }
 }
 impl From<Option<&str>> for Val {
     fn from(v: Option<&str>) -> Self {
-        Val::Text(v.map(str::to_owned))
+        Val::Text(v.map(Arc::from))
     }
 }
 impl From<&Option<String>> for Val {
     fn from(v: &Option<String>) -> Self {
-        Val::Text(v.clone())
+        Val::Text(v.as_deref().map(Arc::from))
     }
 }
+impl From<Option<String>> for Val {
+    fn from(v: Option<String>) -> Self {
+        Val::Text(v.map(Arc::from))
+    }
+}
+
 impl From<DateTime<Utc>> for Val {
     fn from(v: DateTime<Utc>) -> Self {
         Val::Time(Some(v))
@@ -196,7 +203,7 @@ macro_rules! decode_row {
             out.push(match t {
                 Ty::Int => Val::Int(row.try_get::<Option<i64>, _>(i).map_err(shape)?),
                 Ty::Real => Val::Real(row.try_get::<Option<f64>, _>(i).map_err(shape)?),
-                Ty::Text => Val::Text(row.try_get::<Option<String>, _>(i).map_err(shape)?),
+                Ty::Text => Val::Text(row.try_get::<Option<String>, _>(i).map_err(shape)?.map(Arc::from)),
                 Ty::Time => Val::Time(row.try_get::<Option<DateTime<Utc>>, _>(i).map_err(shape)?),
                 Ty::Bool => Val::Bool(row.try_get::<Option<bool>, _>(i).map_err(shape)?),
                 Ty::Json => Val::Json(row.try_get::<Option<Json<Value>>, _>(i).map_err(shape)?.map(|j| j.0)),
@@ -260,21 +267,78 @@ fn values_sql(head: &'static str, cols: usize, rows: usize, style: Placeholders)
 /// The pool of either backend.
 #[derive(Debug, Clone)]
 pub enum Store {
-    /// The pool, and the lock its write transactions take in turn (see [`Store::begin`]).
-    Sqlite(SqlitePool, Arc<tokio::sync::Mutex<()>>),
+    /// The pool, and the turns its write transactions take (see [`Store::begin`]).
+    Sqlite(SqlitePool, Arc<Writers>),
     Postgres(PgPool),
 }
 
 /// An open transaction of either backend.
 pub enum Tx {
-    /// The transaction, and this process's SQLite write lock until it ends.
-    Sqlite(Transaction<'static, Sqlite>, tokio::sync::OwnedMutexGuard<()>),
+    /// The transaction, and this process's SQLite write turn until it ends.
+    Sqlite(Transaction<'static, Sqlite>, Turn),
     Postgres(Transaction<'static, Postgres>),
+}
+
+/// The SQLite writers of this process: their turns, and the WAL checkpoints that follow
+/// their commits.
+///
+/// SQLite's automatic checkpoint runs inside a commit: every 1 000 WAL pages, the writer
+/// that crosses the mark copies the WAL into the database file before its commit returns,
+/// while every other writer waits for its turn (in a run of ingest, a third of the time
+/// in the write lock). Here a commit instead starts a PASSIVE checkpoint on another pooled
+/// connection, at most every [`CHECKPOINT_EVERY`]: it runs beside the next writers (a
+/// WAL checkpoint does not block them) and stays out of every commit's time. SQLite's own
+/// stays as the bound of the WAL, at [`WAL_AUTOCHECKPOINT_PAGES`], for a process whose
+/// writes somehow go by without one.
+#[derive(Debug)]
+pub struct Writers {
+    turn: Arc<tokio::sync::Mutex<()>>,
+    /// Whether a checkpoint is running, and when the last one started.
+    checkpoint: Mutex<(bool, Option<std::time::Instant>)>,
+}
+
+/// How often a commit starts a WAL checkpoint at most.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// SQLite's own checkpoint, only reached when [`Writers`]' do not run (4 KiB pages: 64 MB).
+pub const WAL_AUTOCHECKPOINT_PAGES: u32 = 16_384;
+
+impl Writers {
+    fn new() -> Self {
+        Writers { turn: Arc::default(), checkpoint: Mutex::new((false, None)) }
+    }
+
+    /// After a commit: starts a checkpoint when none runs and the last is long enough ago.
+    fn committed(self: &Arc<Self>, pool: &SqlitePool) {
+        {
+            let mut c = self.checkpoint.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if c.0 || c.1.is_some_and(|at| at.elapsed() < CHECKPOINT_EVERY) {
+                return;
+            }
+            *c = (true, Some(std::time::Instant::now()));
+        }
+        let (writers, pool) = (self.clone(), pool.clone());
+        tokio::spawn(async move {
+            // Busy only when another checkpoint runs (from another process): the next one
+            // gets it.
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+                tracing::debug!(error = %e, "WAL checkpoint");
+            }
+            writers.checkpoint.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0 = false;
+        });
+    }
+}
+
+/// A writer's turn (see [`Writers`]).
+pub struct Turn {
+    guard: tokio::sync::OwnedMutexGuard<()>,
+    writers: Arc<Writers>,
+    pool: SqlitePool,
 }
 
 /// The schema versions, in order: `(version, description, SQLite text, PostgreSQL text)`.
 /// Applied migrations are checksummed by sqlx: never edit one, add the next.
-const MIGRATIONS: [(i64, &str, &str, &str); 12] = [
+const MIGRATIONS: [(i64, &str, &str, &str); 13] = [
     (
         1,
         "sync",
@@ -347,6 +411,12 @@ const MIGRATIONS: [(i64, &str, &str, &str); 12] = [
         include_str!("../migrations/sqlite/0012_ocpi_locations_text.sql"),
         include_str!("../migrations/postgres/0012_ocpi_locations_text.sql"),
     ),
+    (
+        13,
+        "ingest_lean",
+        include_str!("../migrations/sqlite/0013_ingest_lean.sql"),
+        include_str!("../migrations/postgres/0013_ingest_lean.sql"),
+    ),
 ];
 
 fn migrator(postgres: bool) -> Migrator {
@@ -382,13 +452,15 @@ impl Store {
                     // every commit (ingest's, billing's) empties the other connections'
                     // page caches, and a month's chart then reads thousands of pages.
                     .pragma("mmap_size", "268435456")
+                    // See `Writers`: checkpoints run beside the writers, not in their commits.
+                    .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string())
                     .busy_timeout(Duration::from_secs(30));
                 let pool = SqlitePoolOptions::new()
                     .max_connections(max_connections)
                     .connect_with(options)
                     .await
                     .map_err(|source| DbError::Connect { target: target.to_string(), source })?;
-                Store::Sqlite(pool, Arc::default())
+                Store::Sqlite(pool, Arc::new(Writers::new()))
             }
             DbTarget::Postgres(url) => {
                 let options: PgConnectOptions =
@@ -434,8 +506,9 @@ impl Store {
     /// [`Tx::lock_site`].
     pub async fn begin(&self) -> Result<Tx, DbError> {
         Ok(match self {
-            Store::Sqlite(pool, writer) => {
-                let turn = writer.clone().lock_owned().await;
+            Store::Sqlite(pool, writers) => {
+                let turn = writers.turn.clone().lock_owned().await;
+                let turn = Turn { guard: turn, writers: writers.clone(), pool: pool.clone() };
                 Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?, turn)
             }
             Store::Postgres(pool) => Tx::Postgres(pool.begin().await?),
@@ -608,7 +681,13 @@ impl Tx {
 
     pub async fn commit(self) -> Result<(), DbError> {
         match self {
-            Tx::Sqlite(tx, _) => tx.commit().await?,
+            Tx::Sqlite(tx, turn) => {
+                tx.commit().await?;
+                let Turn { guard, writers, pool } = turn;
+                // The next writer goes first; then the checkpoint, if one is due.
+                drop(guard);
+                writers.committed(&pool);
+            }
             Tx::Postgres(tx) => tx.commit().await?,
         }
         Ok(())
@@ -664,5 +743,30 @@ mod tests {
         let mut tx = store.begin().await.expect("begin");
         let err = tx.insert_rows("INSERT INTO t (a, b)", 2, &[Val::from(1)]).await.expect_err("ragged");
         assert!(err.to_string().contains("1 values are not rows of 2"), "{err}");
+    }
+
+    /// The WAL is copied into the database beside the writers, so it stays near one
+    /// transaction's size, where SQLite's own checkpoint alone would let it grow to
+    /// [`WAL_AUTOCHECKPOINT_PAGES`] (64 MB) before the first copy.
+    #[tokio::test]
+    async fn commits_checkpoint_the_wal_beside_the_writers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let store = Store::connect(&DbTarget::Sqlite(path.clone()), 2).await.expect("open");
+        store.exec("CREATE TABLE t (a INTEGER, b TEXT)", &[]).await.expect("create");
+        let blob = "x".repeat(4000);
+        // 30 transactions of about 200 pages each: 24 MB written in all.
+        for round in 0..30i64 {
+            let args: Vec<Val> =
+                (0..200).flat_map(|i| [Val::from(round * 1000 + i), Val::from(blob.as_str())]).collect();
+            let mut tx = store.begin().await.expect("begin");
+            tx.insert_rows("INSERT INTO t (a, b)", 2, &args).await.expect("insert");
+            tx.commit().await.expect("commit");
+            tokio::time::sleep(CHECKPOINT_EVERY + Duration::from_millis(20)).await;
+        }
+        let wal = std::fs::metadata(dir.path().join("t.db-wal")).map(|m| m.len()).expect("the WAL file");
+        assert!(wal < 8 * 1024 * 1024, "the WAL grew to {wal} bytes: nothing checkpointed it");
+        let rows = store.fetch("SELECT COUNT(*) FROM t", &[], &[Ty::Int]).await.expect("count");
+        assert_eq!(rows.first().and_then(|r| r.int(0)), Some(6000), "every row is there");
     }
 }

@@ -164,6 +164,9 @@ pub async fn apply_batch(store: &Store, batch: &EventBatch, received_at: DateTim
     let Some((first, last)) = batch.range() else {
         return Err(Reject::BadBatch("the batch is empty".into()));
     };
+    // Decoded before the transaction: on SQLite transactions take turns, and the next
+    // batch's decoding runs while this one's statements do.
+    let decoded: Vec<_> = batch.events.iter().map(EventEnvelope::event).collect();
     let mut tx = store.begin().await?;
     let Some(applied_through) = tx.lock_site(&batch.site_id).await?.map(as_u64) else {
         tx.rollback().await?;
@@ -179,8 +182,8 @@ pub async fn apply_batch(store: &Store, batch: &EventBatch, received_at: DateTim
     }
     let mut raw = 0;
     let mut pending = Pending::default();
-    for envelope in batch.events.iter().filter(|e| e.seq > applied_through) {
-        if !apply_event(&mut tx, &mut pending, &batch.site_id, envelope, received_at).await? {
+    for (envelope, event) in batch.events.iter().zip(decoded).filter(|(e, _)| e.seq > applied_through) {
+        if !apply_event(&mut tx, &mut pending, &batch.site_id, envelope, event, received_at).await? {
             raw += 1;
         }
     }
@@ -269,9 +272,10 @@ async fn apply_event(
     pending: &mut Pending,
     site: &str,
     envelope: &EventEnvelope,
+    event: Result<SiteEvent, serde_json::Error>,
     received_at: DateTime<Utc>,
 ) -> Result<bool, DbError> {
-    let event = match envelope.event() {
+    let event = match event {
         Ok(event) => Some(event),
         Err(e) => {
             tracing::warn!(
@@ -290,7 +294,8 @@ async fn apply_event(
         envelope.event_id.as_str().into(),
         envelope.kind.as_str().into(),
         envelope.at.into(),
-        envelope.payload.clone().into(),
+        // The text that came (`events.payload` is TEXT on both databases).
+        envelope.payload.get().into(),
         received_at.into(),
         event.is_some().into(),
     ]);
@@ -463,13 +468,16 @@ async fn apply_effects(
             update_session_energy(tx, site, transaction_uid).await?;
         }
         SiteEvent::MeterValues { station, connector: c, transaction_uid, samples } => {
+            // Made once, shared by every sample's row.
+            let (site_v, station_v, uid_v, seq_v) =
+                (Val::from(site), Val::from(station), Val::from(transaction_uid), Val::from(as_i64(seq)));
             for s in samples {
                 pending.samples.extend([
-                    site.into(),
-                    station.into(),
+                    site_v.clone(),
+                    station_v.clone(),
                     evse(c),
                     connector(c),
-                    transaction_uid.into(),
+                    uid_v.clone(),
                     s.timestamp.into(),
                     s.measurand.as_str().into(),
                     (&s.phase).into(),
@@ -479,7 +487,7 @@ async fn apply_effects(
                     (&s.format).into(),
                     s.value.as_str().into(),
                     s.numeric_base_value().filter(|v| v.is_finite()).into(),
-                    as_i64(seq).into(),
+                    seq_v.clone(),
                 ]);
             }
             // The session's latest energy register: its stop meter when the stop has none.
@@ -648,17 +656,21 @@ pub async fn events(store: &Store, site_id: &str) -> Result<Vec<EventRow>, DbErr
         .fetch(
             "SELECT seq, event_id, kind, payload, effects_applied FROM events WHERE site_id = $1 ORDER BY seq",
             &[site_id.into()],
-            &[Ty::Int, Ty::Text, Ty::Text, Ty::Json, Ty::Bool],
+            &[Ty::Int, Ty::Text, Ty::Text, Ty::Text, Ty::Bool],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| EventRow {
-            seq: r.int(0).map(as_u64).unwrap_or(0),
-            event_id: r.text(1).unwrap_or_default().to_owned(),
-            kind: r.text(2).unwrap_or_default().to_owned(),
-            payload: r.json(3).cloned().unwrap_or(serde_json::Value::Null),
-            effects_applied: r.bool(4).unwrap_or(false),
+    rows.iter()
+        .map(|r| {
+            let seq = r.int(0).map(as_u64).unwrap_or(0);
+            let payload = serde_json::from_str(r.text(3).unwrap_or("null"))
+                .map_err(|e| DbError::Data(format!("event {seq} of {site_id}: payload is not JSON: {e}")))?;
+            Ok(EventRow {
+                seq,
+                event_id: r.text(1).unwrap_or_default().to_owned(),
+                kind: r.text(2).unwrap_or_default().to_owned(),
+                payload,
+                effects_applied: r.bool(4).unwrap_or(false),
+            })
         })
-        .collect())
+        .collect()
 }

@@ -251,7 +251,8 @@ impl Hub {
                     let from = st.applied_through;
                     for e in batch.events.into_iter().filter(|e| e.seq > from) {
                         st.applied_through = e.seq;
-                        st.applied.push((e.seq, e.event_id, e.kind, e.payload));
+                        let payload = e.payload_value().unwrap();
+                        st.applied.push((e.seq, e.event_id, e.kind, payload));
                     }
                 }
             }

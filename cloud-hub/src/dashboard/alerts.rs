@@ -94,7 +94,7 @@ const CLEAR_SQL: &str = "UPDATE dashboard_alerts \
 
 fn open_args(s: &Subject<'_>, detail: Option<String>, at: DateTime<Utc>) -> Vec<Val> {
     let mut args = s.key().to_vec();
-    args.push(Val::Text(detail));
+    args.push(Val::from(detail));
     args.push(at.into());
     args
 }

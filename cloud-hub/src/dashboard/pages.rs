@@ -172,7 +172,7 @@ pub(super) fn scope(viewer: &Viewer) -> Result<Val, DashError> {
     match viewer.role {
         Role::Admin | Role::CpoOperator => Ok(Val::Text(None)),
         // A fleet manager without a customer sees nothing rather than everything.
-        Role::FleetManager => Ok(Val::Text(Some(viewer.customer.clone().ok_or(DashError::Forbidden)?))),
+        Role::FleetManager => Ok(Val::from(viewer.customer.clone().ok_or(DashError::Forbidden)?)),
     }
 }
 

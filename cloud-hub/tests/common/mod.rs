@@ -650,7 +650,10 @@ pub fn from_the_future(seq: u64) -> EventEnvelope {
         event_id: uuid::Uuid::new_v4().to_string(),
         at: t(0, 3),
         kind: "solar_forecast".into(),
-        payload: serde_json::json!({"type": "solar_forecast", "kw": [1.5, 2.5], "nested": {"a": 1}}),
+        payload: serde_json::value::to_raw_value(
+            &serde_json::json!({"type": "solar_forecast", "kw": [1.5, 2.5], "nested": {"a": 1}}),
+        )
+        .expect("JSON"),
     }
 }
 

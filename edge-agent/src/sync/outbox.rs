@@ -5,7 +5,7 @@ use crate::store::{StoreError, parse_ts};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use shared_model::sync::EventEnvelope;
 
 /// Consecutive rows from `from` on (the oldest row when `from` is below it): at most
@@ -41,12 +41,16 @@ pub fn read_from(
             );
             Utc::now()
         });
-        let payload = serde_json::from_str::<Value>(&payload).unwrap_or_else(|e| {
-            // Never stall the stream on one row: the hub stores what it cannot read as it came.
-            tracing::warn!(seq, error = %e, "sync: outbox row whose payload is not JSON; sending it as a string");
-            Value::String(payload)
-        });
-        out.push(EventEnvelope { seq, event_id: r.get(1)?, at, kind: r.get(3)?, payload });
+        let envelope = match serde_json::from_str::<Box<RawValue>>(&payload) {
+            Ok(raw) => EventEnvelope { seq, event_id: r.get(1)?, at, kind: r.get(3)?, payload: raw },
+            Err(e) => {
+                // Never stall the stream on one row: the hub stores what it cannot read as it came.
+                tracing::warn!(seq, error = %e, "sync: outbox row whose payload is not JSON; sending it as a string");
+                let raw = serde_json::value::to_raw_value(&payload)?;
+                EventEnvelope { seq, event_id: r.get(1)?, at, kind: r.get(3)?, payload: raw }
+            }
+        };
+        out.push(envelope);
     }
     Ok(out)
 }

@@ -24,6 +24,10 @@
 //! share of the budget, as in the ingest), on a `up/bench` topic the hub does not subscribe to. The ingest rate is
 //! printed as a ratio of both. Target: ingest at least a third of the raw broker rate.
 //!
+//! **Ceiling, same run.** Before any hub starts, the hub's decoding alone
+//! (`cloud_hub::ingest::parse_batch` and every envelope's typed event) of the ingest's
+//! batches on one core, with no broker and no database: no ingest can beat it per core.
+//!
 //! Each `--backends` entry gets a hub of its own (SQLite file; a PostgreSQL database
 //! created at `--pg-url`'s server for the run and dropped afterwards).
 //!
@@ -45,6 +49,7 @@ use std::time::{Duration, Instant};
 use sync_bench::backlog::{self, BacklogRun, BacklogSpec};
 use sync_bench::batches::{self, Batch, Cut, SiteSpec};
 use sync_bench::day::Measurands;
+use sync_bench::decode::{self, Decoded};
 use sync_bench::flow::SendPlan;
 use sync_bench::hub::{Backend, Hub, HubTuning};
 use sync_bench::load::{self, Run};
@@ -192,6 +197,15 @@ async fn run(args: Args) -> Result<()> {
         built
     };
 
+    // Before any hub runs, so that nothing else takes the core.
+    let decoded = if args.no_ingest || args.no_baselines {
+        None
+    } else {
+        eprintln!("baseline: decoding alone (one core, no broker, no database)");
+        let (ids, batches) = (site_ids.clone(), site_batches.clone());
+        Some(tokio::task::spawn_blocking(move || decode::decode(&ids, &batches, 3)).await.context("decoding task")??)
+    };
+
     let tuning = HubTuning {
         workers: args.hub_workers,
         db_connections: args.hub_db_connections,
@@ -225,7 +239,7 @@ async fn run(args: Args) -> Result<()> {
         }
     }
 
-    print_report(&args, cpus, &site_batches, &runs);
+    print_report(&args, cpus, &site_batches, decoded.as_ref(), &runs);
     if !failed.is_empty() {
         println!();
         println!("## Backends that failed (no figures)");
@@ -338,7 +352,13 @@ fn met(ok: bool) -> String {
     if ok { "met".to_owned() } else { "NOT met".to_owned() }
 }
 
-fn print_report(args: &Args, cpus: usize, site_batches: &[Arc<Vec<Batch>>], runs: &[HubRun]) {
+fn print_report(
+    args: &Args,
+    cpus: usize,
+    site_batches: &[Arc<Vec<Batch>>],
+    decoded: Option<&Decoded>,
+    runs: &[HubRun],
+) {
     println!("# sync-bench");
     println!();
     println!(
@@ -406,6 +426,34 @@ fn print_report(args: &Args, cpus: usize, site_batches: &[Arc<Vec<Batch>>], runs
             }
         }
         t.print();
+    }
+
+    if let Some(d) = decoded {
+        println!("## Ceiling: the hub's decoding alone (one core, no broker, no database)");
+        println!();
+        let mut t = Table::new(&["events", "MB", "seconds", "events/s", "MB/s", "vs raw 1->1 (per hub)"]);
+        let ev = d.per_second(d.events);
+        t.row(vec![
+            group(d.events),
+            mb(d.bytes),
+            format!("{:.2}", d.seconds),
+            rate(ev),
+            rate(d.per_second(d.bytes).map(|b| b / 1e6)),
+            runs.iter()
+                .filter_map(|r| {
+                    let raw = r.raw_one.as_ref().and_then(|x| x.per_second(x.events));
+                    Some(format!("{} {}", r.backend.label(), ratio(ev, Some(raw?))))
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        ]);
+        t.print();
+        println!(
+            "`cloud_hub::ingest::parse_batch` of every ingest batch (3 rounds) and the typed event of each envelope, \
+             on one thread before any hub started: no ingest into any database can be faster than this on one core \
+             with these payloads."
+        );
+        println!();
     }
 
     if runs.iter().any(|r| r.backlog.is_some()) {

@@ -3,6 +3,7 @@
 pub mod backlog;
 pub mod batches;
 pub mod day;
+pub mod decode;
 pub mod flow;
 pub mod hub;
 pub mod load;
