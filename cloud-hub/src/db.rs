@@ -49,7 +49,7 @@ pub enum Val {
 }
 
 /// The type to read a column as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Ty {
     Int,
     Real,
@@ -228,6 +228,35 @@ enum Placeholders {
     /// one statement cost time quadratic in their number (measured: 68 % of a backlog
     /// drain's CPU), anonymous ones nothing.
     Anonymous,
+}
+
+/// `head SELECT * FROM UNNEST($1::text[], ...)` for PostgreSQL, made once per shape.
+fn unnest_sql(head: &'static str, types: &[Ty]) -> Arc<str> {
+    type Made = Mutex<HashMap<(&'static str, Vec<Ty>), Arc<str>>>;
+    static MADE: OnceLock<Made> = OnceLock::new();
+    let made = MADE.get_or_init(|| Mutex::new(HashMap::new()));
+    let build = || -> Arc<str> {
+        let arrays: Vec<String> = types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let ty = match t {
+                    Ty::Int => "bigint",
+                    Ty::Real => "double precision",
+                    Ty::Text => "text",
+                    Ty::Time => "timestamptz",
+                    Ty::Bool => "boolean",
+                    Ty::Json => "jsonb",
+                };
+                format!("${}::{ty}[]", i + 1)
+            })
+            .collect();
+        Arc::from(format!("{head} SELECT * FROM UNNEST({})", arrays.join(", ")))
+    };
+    match made.lock() {
+        Ok(mut m) => m.entry((head, types.to_vec())).or_insert_with(build).clone(),
+        Err(_) => build(),
+    }
 }
 
 /// `head VALUES ($1, ..., $cols), ...` (or `(?, ..., ?), ...`) for `rows` rows, made once
@@ -649,6 +678,84 @@ impl Tx {
                 None => None,
             },
         })
+    }
+
+    /// Inserts rows of `types.len()` values each, like [`Tx::insert_rows`], where every
+    /// value is NULL or of its column's type. PostgreSQL: one statement whatever the rows,
+    /// `head SELECT * FROM UNNEST($1::text[], ...)` with an array per column (a `VALUES`
+    /// list of thousands of parameters is set up expression by expression at every
+    /// execution). SQLite: [`Tx::insert_rows`].
+    pub async fn insert_columns(&mut self, head: &'static str, types: &[Ty], args: &[Val]) -> Result<u64, DbError> {
+        let cols = types.len();
+        if cols == 0 || !args.len().is_multiple_of(cols) {
+            return Err(DbError::Data(format!("{} values are not rows of {cols}: {head}", args.len())));
+        }
+        let mismatch = |c: usize, v: &Val| {
+            DbError::Data(format!(
+                "column {c} of `{head}` is a {:?}, not {v:?}",
+                types.get(c).copied().unwrap_or(Ty::Text)
+            ))
+        };
+        // Checked on both backends, so that SQLite (which stores any value in any column)
+        // refuses what PostgreSQL would.
+        for (i, v) in args.iter().enumerate() {
+            let ty = types.get(i % cols).copied();
+            let fits = matches!(
+                (ty, v),
+                (Some(Ty::Int), Val::Int(_))
+                    | (Some(Ty::Real), Val::Real(_))
+                    | (Some(Ty::Text), Val::Text(_))
+                    | (Some(Ty::Time), Val::Time(_))
+                    | (Some(Ty::Bool), Val::Bool(_))
+                    | (Some(Ty::Json), Val::Json(_))
+            );
+            if !fits {
+                return Err(mismatch(i % cols, v));
+            }
+        }
+        let Tx::Postgres(tx) = self else {
+            return self.insert_rows(head, cols, args).await;
+        };
+        if args.is_empty() {
+            return Ok(0);
+        }
+        let column = |c: usize| args.iter().skip(c).step_by(cols);
+        let mut q = sqlx::query(AssertSqlSafe(unnest_sql(head, types)));
+        for (c, ty) in types.iter().enumerate() {
+            q = match ty {
+                Ty::Int => q.bind(
+                    column(c)
+                        .map(|v| if let Val::Int(x) = v { Ok(*x) } else { Err(mismatch(c, v)) })
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+                Ty::Real => q.bind(
+                    column(c)
+                        .map(|v| if let Val::Real(x) = v { Ok(*x) } else { Err(mismatch(c, v)) })
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+                Ty::Text => q.bind(
+                    column(c)
+                        .map(|v| if let Val::Text(x) = v { Ok(x.as_deref()) } else { Err(mismatch(c, v)) })
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+                Ty::Time => q.bind(
+                    column(c)
+                        .map(|v| if let Val::Time(x) = v { Ok(*x) } else { Err(mismatch(c, v)) })
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+                Ty::Bool => q.bind(
+                    column(c)
+                        .map(|v| if let Val::Bool(x) = v { Ok(*x) } else { Err(mismatch(c, v)) })
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+                Ty::Json => q.bind(
+                    column(c)
+                        .map(|v| if let Val::Json(x) = v { Ok(x.as_ref().map(Json)) } else { Err(mismatch(c, v)) })
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+            };
+        }
+        Ok(q.execute(&mut **tx).await?.rows_affected())
     }
 
     /// Inserts rows of `cols` values each (`args` holds them one after the other) with

@@ -199,10 +199,26 @@ pub async fn apply_batch(store: &Store, batch: &EventBatch, received_at: DateTim
 
 const EVENTS_INSERT: &str =
     "INSERT INTO events (site_id, seq, event_id, kind, at, payload, received_at, effects_applied)";
-const EVENTS_COLS: usize = 8;
+const EVENTS_TYPES: [Ty; 8] = [Ty::Text, Ty::Int, Ty::Text, Ty::Text, Ty::Time, Ty::Text, Ty::Time, Ty::Bool];
 const SAMPLES_INSERT: &str = "INSERT INTO meter_samples (site_id, station, evse, connector, transaction_uid, ts, \
      measurand, phase, location, unit, context, format, value, value_num, seq)";
-const SAMPLES_COLS: usize = 15;
+const SAMPLES_TYPES: [Ty; 15] = [
+    Ty::Text,
+    Ty::Text,
+    Ty::Int,
+    Ty::Int,
+    Ty::Text,
+    Ty::Time,
+    Ty::Text,
+    Ty::Text,
+    Ty::Text,
+    Ty::Text,
+    Ty::Text,
+    Ty::Text,
+    Ty::Text,
+    Ty::Real,
+    Ty::Int,
+];
 
 /// What a batch writes in bulk at its end (multi-row inserts, one energy update per
 /// session) instead of one statement per event or sample. Nothing else in the batch
@@ -254,8 +270,8 @@ impl Pending {
     }
 
     async fn flush(self, tx: &mut Tx, site: &str, now: DateTime<Utc>) -> Result<(), DbError> {
-        tx.insert_rows(EVENTS_INSERT, EVENTS_COLS, &self.events).await?;
-        tx.insert_rows(SAMPLES_INSERT, SAMPLES_COLS, &self.samples).await?;
+        tx.insert_columns(EVENTS_INSERT, &EVENTS_TYPES, &self.events).await?;
+        tx.insert_columns(SAMPLES_INSERT, &SAMPLES_TYPES, &self.samples).await?;
         let mut energy: Vec<_> = self.energy.into_iter().collect();
         // A fixed order, so that two replicas never lock sessions in opposite orders.
         energy.sort_by(|a, b| a.0.cmp(&b.0));

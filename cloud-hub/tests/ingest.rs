@@ -106,3 +106,72 @@ fn the_default_database_is_sqlite_next_to_the_config() {
     let c = cloud_hub::config::Config::parse(std::path::Path::new("/srv/hub/hub.toml"), "").expect("valid");
     assert_eq!(c.db, DbTarget::Sqlite("/srv/hub/sitepilot-hub.db".into()));
 }
+
+/// `Tx::insert_columns` (ingest's bulk insert: one UNNEST statement on PostgreSQL) writes
+/// every row and every NULL where it belongs, whatever the number of rows, and refuses a
+/// value of another type than its column's or a ragged list without writing anything.
+async fn bulk_rows_arrive_whole(backend: Backend) {
+    use cloud_hub::db::{Ty, Val};
+    init_logs();
+    let Some(db) = TestDb::new(backend).await else { return };
+    let s = store(&db).await;
+    s.exec("CREATE TABLE bulk (a BIGINT, b TEXT, c DOUBLE PRECISION, d BOOLEAN, e TIMESTAMPTZ, t TEXT)", &[])
+        .await
+        .expect("create");
+    let types = [Ty::Int, Ty::Text, Ty::Real, Ty::Bool, Ty::Time, Ty::Text];
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-22T05:00:00Z").expect("time").to_utc();
+    for (round, n) in [0usize, 1, 5, 700].into_iter().enumerate() {
+        let args: Vec<Val> = (0..n)
+            .flat_map(|i| {
+                [
+                    Val::from(i as i64),
+                    if i % 3 == 0 { Val::Text(None) } else { Val::from(format!("r{i} 'quoted' ünï")) },
+                    Val::from(i as f64 / 4.0),
+                    Val::from(i % 2 == 0),
+                    Val::from(at + chrono::Duration::seconds(i as i64)),
+                    Val::from(format!("round {round}")),
+                ]
+            })
+            .collect();
+        let mut tx = s.begin().await.expect("begin");
+        tx.insert_columns("INSERT INTO bulk (a, b, c, d, e, t)", &types, &args).await.expect("insert");
+        tx.commit().await.expect("commit");
+        let rows = s
+            .fetch(
+                "SELECT a, b, c, d FROM bulk WHERE t = $1 ORDER BY a",
+                &[format!("round {round}").into()],
+                &[Ty::Int, Ty::Text, Ty::Real, Ty::Bool],
+            )
+            .await
+            .expect("read");
+        assert_eq!(rows.len(), n, "{backend:?}: {n} rows");
+        for (i, r) in rows.iter().enumerate() {
+            assert_eq!(r.int(0), Some(i as i64));
+            let b = (i % 3 != 0).then(|| format!("r{i} 'quoted' ünï"));
+            assert_eq!(r.text(1), b.as_deref(), "{backend:?}: row {i}");
+            assert_eq!(r.real(2), Some(i as f64 / 4.0));
+            assert_eq!(r.bool(3), Some(i % 2 == 0));
+        }
+    }
+    // A text where an integer belongs, and a ragged list: refused, nothing written.
+    let mut tx = s.begin().await.expect("begin");
+    let wrong = [Val::from("seven"), Val::from("x"), Val::from(1.0), Val::from(true), Val::from(at), Val::from("bad")];
+    assert!(tx.insert_columns("INSERT INTO bulk (a, b, c, d, e, t)", &types, &wrong).await.is_err());
+    tx.rollback().await.expect("rollback");
+    let mut tx = s.begin().await.expect("begin");
+    let err = tx.insert_columns("INSERT INTO bulk (a, b, c, d, e, t)", &types, &wrong[..5]).await.expect_err("ragged");
+    assert!(err.to_string().contains("5 values are not rows of 6"), "{err}");
+    tx.rollback().await.expect("rollback");
+    assert_eq!(count(&s, "SELECT COUNT(*) FROM bulk WHERE t <> $1", "bad").await, 706);
+    s.close().await;
+}
+
+#[tokio::test]
+async fn bulk_rows_arrive_whole_sqlite() {
+    bulk_rows_arrive_whole(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn bulk_rows_arrive_whole_postgres() {
+    bulk_rows_arrive_whole(Backend::Postgres).await;
+}
