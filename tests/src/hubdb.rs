@@ -6,11 +6,21 @@
 use sqlx::Connection as _;
 use std::path::Path;
 
-/// The hub's database kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The hub's database kind (also the `--backends` values of the benchmarks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
     Sqlite,
     Postgres,
+}
+
+impl Backend {
+    /// The name in reports.
+    pub fn label(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "PostgreSQL",
+        }
+    }
 }
 
 /// The PostgreSQL server (and database) tests create their databases on.

@@ -37,12 +37,7 @@ use shared_model::events::SiteEvent;
 use shared_model::model::{ConnectorRef, ConnectorStatus, MeterSample, StationInfo, StopReason, TransactionOrigin};
 use shared_model::sync::{EventBatch, EventEnvelope, PROTOCOL_VERSION};
 use std::time::{Duration, Instant};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
+use tests::hubdb::Backend;
 
 #[derive(Debug, Parser)]
 #[command(name = "dashboard-bench", about = "Fleet dashboard page latency on a hub holding many sites")]
@@ -534,10 +529,7 @@ async fn run_on(backend: Backend, url: &str, dir: &std::path::Path, args: &Args)
     println!(
         "### {} — {} sites, {} chargers, {sessions} sessions, {samples} meter samples, {cdrs} CDRs, {alerts} open \
          alerts, {invoices} invoices",
-        match backend {
-            Backend::Sqlite => "SQLite",
-            Backend::Postgres => "PostgreSQL",
-        },
+        backend.label(),
         args.sites,
         args.sites * args.chargers,
     );

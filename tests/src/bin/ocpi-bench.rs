@@ -46,12 +46,7 @@ use rust_decimal::Decimal;
 use shared_model::tariff::{CompiledTariff, MeterReading, Pricer, Sample, Session, Tariff};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
+use tests::hubdb::Backend;
 
 #[derive(Debug, Parser)]
 #[command(name = "ocpi-bench", about = "OCPI Locations crawl latency at 10k/100k EVSEs, CDR pricing rate")]
@@ -325,10 +320,7 @@ async fn locations(backend: Backend, args: &Args) -> Result<()> {
 }
 
 async fn locations_on(backend: Backend, url: &str, dir: &std::path::Path, args: &Args) -> Result<()> {
-    let name = match backend {
-        Backend::Sqlite => "SQLite",
-        Backend::Postgres => "PostgreSQL",
-    };
+    let name = backend.label();
     // The hub's defaults for OCPI, with the page cap above the bench's page size.
     let text = format!(
         "[http]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nlisten = \"127.0.0.1:0\"\n[database]\nurl = \"{url}\"\n\

@@ -8,22 +8,7 @@ use cloud_hub::app::Running;
 use cloud_hub::db::Ty;
 use std::net::SocketAddr;
 use std::path::Path;
-
-/// The hub's database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-impl Backend {
-    pub fn label(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "SQLite",
-            Backend::Postgres => "PostgreSQL",
-        }
-    }
-}
+pub use tests::hubdb::Backend;
 
 /// Hub settings the bench may change (left out: the hub's own defaults).
 #[derive(Debug, Clone, Default)]
