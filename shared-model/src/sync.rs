@@ -162,17 +162,6 @@ impl EventEnvelope {
         })
     }
 
-    /// Wraps a payload given as JSON text (an outbox row): `Err` when it is not JSON.
-    pub fn from_text(
-        seq: u64,
-        event_id: String,
-        at: DateTime<Utc>,
-        kind: String,
-        payload: String,
-    ) -> Result<Self, serde_json::Error> {
-        Ok(EventEnvelope { seq, event_id, at, kind, payload: RawValue::from_string(payload)? })
-    }
-
     /// The typed event; `Err` for a kind or shape this version does not know.
     pub fn event(&self) -> Result<SiteEvent, serde_json::Error> {
         serde_json::from_str(self.payload.get())
@@ -507,7 +496,8 @@ mod tests {
     use super::*;
 
     fn env(seq: u64) -> EventEnvelope {
-        EventEnvelope::from_text(seq, format!("e{seq}"), Utc::now(), "x".into(), "null".into()).expect("JSON")
+        let payload = RawValue::from_string("null".into()).expect("JSON");
+        EventEnvelope { seq, event_id: format!("e{seq}"), at: Utc::now(), kind: "x".into(), payload }
     }
 
     #[test]

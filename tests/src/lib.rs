@@ -54,6 +54,11 @@ pub async fn start_hub(dir: &Path, db_url: &str, mqtt_port: u16) -> cloud_hub::a
         "[http]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\n\
          [database]\nurl = \"{db_url}\"\nmax_connections = 4\n[ingest]\nworkers = 2\n"
     );
+    start_hub_with(dir, &text).await
+}
+
+/// A hub with the config `text`, written into `dir`; returns once it subscribed.
+pub async fn start_hub_with(dir: &Path, text: &str) -> cloud_hub::app::Running {
     let path = dir.join("cloud-hub.toml");
     std::fs::write(&path, text).unwrap();
     let config = cloud_hub::config::Config::load(&path).map_err(|e| e.to_string()).unwrap();
@@ -62,7 +67,7 @@ pub async fn start_hub(dir: &Path, db_url: &str, mqtt_port: u16) -> cloud_hub::a
     running
 }
 
-/// The same on a SQLite file in `dir`.
+/// A hub as [`start_hub`] starts it, on a SQLite file in `dir`.
 pub async fn start_sqlite_hub(dir: &Path, mqtt_port: u16) -> cloud_hub::app::Running {
     start_hub(dir, &format!("sqlite://{}", dir.join("hub.db").display()), mqtt_port).await
 }

@@ -44,12 +44,7 @@ async fn start_hub(dir: &std::path::Path, db_url: &str) -> cloud_hub::app::Runni
          [ocpi]\nenabled = true\ncountry_code = \"DE\"\nparty_id = \"SPL\"\nrefresh_interval_ms = 200\n\
          push_retry_min_ms = 100\npush_retry_max_ms = 1000\n"
     );
-    let path = dir.join("cloud-hub.toml");
-    std::fs::write(&path, text).unwrap();
-    let config = cloud_hub::config::Config::load(&path).map_err(|e| e.to_string()).unwrap();
-    let running = cloud_hub::app::start(config).await.map_err(|e| format!("{e:#}")).unwrap();
-    assert!(running.wait_ready(Duration::from_secs(15)).await, "the hub subscribes");
-    running
+    tests::start_hub_with(dir, &text).await
 }
 
 /// Calls the hub's fleet API as the admin; status and body.
