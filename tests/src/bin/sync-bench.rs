@@ -21,8 +21,10 @@
 //! **Baselines, same run, same embedded broker, same payloads, QoS 1.** One publisher to
 //! one subscriber (`--raw-window` messages in flight), and every site publishing its
 //! batches to one subscriber logged in as the hub (`--window` per site within the fair
-//! share of the budget, as in the ingest), on a `up/bench` topic the hub does not subscribe to. The ingest rate is
-//! printed as a ratio of both. Target: ingest at least a third of the raw broker rate.
+//! share of the budget, as in the ingest), on a `up/bench` topic the hub does not
+//! subscribe to; and the same events unbatched, each a message of its own, one publisher
+//! to one subscriber (the broker's message rate). The ingest rate is printed as a ratio
+//! of all three. Target: ingest at least a third of the raw broker rate (the first).
 //!
 //! **Ceiling, same run.** Before any hub starts, the hub's decoding alone
 //! (`cloud_hub::ingest::parse_batch` and every envelope's typed event) of the ingest's
@@ -98,6 +100,11 @@ struct Args {
     /// run of a few seconds.
     #[arg(long, default_value_t = 2000)]
     raw_messages: usize,
+    /// Events of the per-event baseline: the ingest's events, each published as a
+    /// message of its own (a batch of one), one publisher to one subscriber with
+    /// `--raw-window` in flight.
+    #[arg(long, default_value_t = 30_000)]
+    raw_single_events: u64,
     /// A simulated site sends again from its last ack after this long without one (the
     /// agent's `ack_timeout_s` default).
     #[arg(long, default_value_t = 30)]
@@ -142,6 +149,7 @@ struct HubRun {
     backend: Backend,
     raw_one: Option<Run>,
     raw_fan_in: Option<Run>,
+    raw_single: Option<Run>,
     backlog: Option<BacklogRun>,
     ingest: Option<Run>,
     /// Ingest sanity: events stored for the sites, of them with effects; meter samples.
@@ -267,6 +275,7 @@ async fn run_hub(args: &Args, hub: &Hub, site_ids: &[String], site_batches: &[Ar
         backend: hub.backend,
         raw_one: None,
         raw_fan_in: None,
+        raw_single: None,
         backlog: None,
         ingest: None,
         stored: (0, 0, 0),
@@ -299,6 +308,13 @@ async fn run_hub(args: &Args, hub: &Hub, site_ids: &[String], site_batches: &[Ar
         let total: usize = site_batches.iter().map(|b| b.len()).sum();
         let rounds = args.raw_messages.div_ceil(total.max(1)).max(1);
         out.raw_fan_in = Some(load::raw_fan_in(hub, &sites, rounds, plan).await?);
+
+        eprintln!("baseline: raw broker, one event per message, 1 publisher -> 1 subscriber");
+        let singles = single_event_batches(args, site_batches.len())?;
+        let plan = SendPlan { window: args.raw_window, grant: None, ack_timeout, deadline: Instant::now() + timeout };
+        if let Some(creds) = hub.add_sites("raw-single", 1).await?.first() {
+            out.raw_single = Some(load::raw_one_to_one(hub, creds, Arc::new(singles), plan).await?);
+        }
     }
 
     if !args.no_backlog {
@@ -337,6 +353,31 @@ async fn run_hub(args: &Args, hub: &Hub, site_ids: &[String], site_batches: &[Ar
         out.stored = (stored, effects, samples);
     }
     drop(sites);
+    Ok(out)
+}
+
+/// The ingest sites' events (the same days, seeds and measurands), each encoded as a
+/// batch of one, up to `--raw-single-events` of them.
+fn single_event_batches(args: &Args, sites: usize) -> Result<Vec<Batch>> {
+    let one = Cut { batch_size: 1, max_batch_bytes: args.max_batch_bytes };
+    let start = chrono::Utc::now() - chrono::Duration::days(1);
+    let mut out = Vec::new();
+    for i in 0..sites.max(1) {
+        let left = args.raw_single_events.saturating_sub(out.len() as u64);
+        if left == 0 {
+            break;
+        }
+        let spec = SiteSpec {
+            chargers: args.site_chargers,
+            events: args.events_per_site.min(left),
+            start,
+            seed: i as u64 + 1,
+            measurands: args.measurands,
+            cut: one,
+        };
+        let id = format!("site-{i:03}");
+        out.extend(batches::site_batches(&id, &shared_model::sync::Topic::Events.of(&id), &spec)?);
+    }
     Ok(out)
 }
 
@@ -409,6 +450,7 @@ fn print_report(
             for (case, window, run) in [
                 ("1 publisher -> 1 subscriber", args.raw_window, &r.raw_one),
                 ("every site -> 1 subscriber", args.window, &r.raw_fan_in),
+                ("one event per message, 1 publisher -> 1 subscriber", args.raw_window, &r.raw_single),
             ] {
                 let Some(run) = run else { continue };
                 t.row(vec![
@@ -528,6 +570,7 @@ fn print_report(
             "meter samples",
             "vs raw 1->1",
             "vs raw sites->1",
+            "vs raw 1 event/msg",
             "target",
         ]);
         for r in runs {
@@ -535,6 +578,7 @@ fn print_report(
             let ev = i.per_second(i.events);
             let raw_one = r.raw_one.as_ref().and_then(|x| x.per_second(x.events));
             let raw_fan = r.raw_fan_in.as_ref().and_then(|x| x.per_second(x.events));
+            let raw_single = r.raw_single.as_ref().and_then(|x| x.per_second(x.events));
             t.row(vec![
                 r.backend.label().to_owned(),
                 group(i.events),
@@ -548,6 +592,7 @@ fn print_report(
                 group(r.stored.2),
                 ratio(ev, raw_one),
                 ratio(ev, raw_fan),
+                ratio(ev, raw_single),
                 match (ev, raw_one) {
                     (Some(e), Some(raw)) => met(e * 3.0 >= raw),
                     _ => "—".to_owned(),
@@ -559,7 +604,8 @@ fn print_report(
             "Events/s: events acknowledged by the hub (applied in its database with their effects) per second, \
              from the start signal to the last site's last ack. The target compares with the one-publisher rate \
              in events equivalent (the issue's baseline); the every-site baseline is the same traffic without the \
-             hub. Go-backs: a site heard no ack for {} s (doubling while silent, as the edge agent does) and sent \
+             hub; the one-event-per-message baseline is the broker's own message rate with these events, \
+             unbatched. Go-backs: a site heard no ack for {} s (doubling while silent, as the edge agent does) and sent \
              again from its last ack; duplicates at the hub are batches it received again after applying them.",
             args.ack_timeout_s
         );
