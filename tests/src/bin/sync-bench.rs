@@ -144,6 +144,12 @@ struct Args {
     no_baselines: bool,
 }
 
+/// Runs of the per-event baseline, each with a publisher of its own; the fastest is
+/// reported. Its rate swings by up to 4x between runs on this 2-core machine (how the
+/// client's writes of small messages happen to coalesce), and a baseline is what the
+/// broker can do.
+const SINGLE_ROUNDS: usize = 3;
+
 /// The figures of one hub.
 struct HubRun {
     backend: Backend,
@@ -309,11 +315,16 @@ async fn run_hub(args: &Args, hub: &Hub, site_ids: &[String], site_batches: &[Ar
         let rounds = args.raw_messages.div_ceil(total.max(1)).max(1);
         out.raw_fan_in = Some(load::raw_fan_in(hub, &sites, rounds, plan).await?);
 
-        eprintln!("baseline: raw broker, one event per message, 1 publisher -> 1 subscriber");
-        let singles = single_event_batches(args, site_batches.len())?;
-        let plan = SendPlan { window: args.raw_window, grant: None, ack_timeout, deadline: Instant::now() + timeout };
-        if let Some(creds) = hub.add_sites("raw-single", 1).await?.first() {
-            out.raw_single = Some(load::raw_one_to_one(hub, creds, Arc::new(singles), plan).await?);
+        eprintln!("baseline: raw broker, one event per message, 1 publisher -> 1 subscriber (best of {SINGLE_ROUNDS})");
+        let singles = Arc::new(single_event_batches(args, site_batches.len())?);
+        for creds in hub.add_sites("raw-single", SINGLE_ROUNDS).await? {
+            let plan =
+                SendPlan { window: args.raw_window, grant: None, ack_timeout, deadline: Instant::now() + timeout };
+            let run = load::raw_one_to_one(hub, &creds, singles.clone(), plan).await?;
+            let rate = |r: &Run| r.per_second(r.events).unwrap_or(0.0);
+            if out.raw_single.as_ref().is_none_or(|best| rate(&run) > rate(best)) {
+                out.raw_single = Some(run);
+            }
         }
     }
 
@@ -446,11 +457,12 @@ fn print_report(
             "events/s equiv.",
             "go-backs",
         ]);
+        let single_case = format!("one event per message, 1 -> 1, best of {SINGLE_ROUNDS}");
         for r in runs {
             for (case, window, run) in [
                 ("1 publisher -> 1 subscriber", args.raw_window, &r.raw_one),
                 ("every site -> 1 subscriber", args.window, &r.raw_fan_in),
-                ("one event per message, 1 publisher -> 1 subscriber", args.raw_window, &r.raw_single),
+                (single_case.as_str(), args.raw_window, &r.raw_single),
             ] {
                 let Some(run) = run else { continue };
                 t.row(vec![
