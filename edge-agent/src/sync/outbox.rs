@@ -41,16 +41,15 @@ pub fn read_from(
             );
             Utc::now()
         });
-        let envelope = match serde_json::from_str::<Box<RawValue>>(&payload) {
-            Ok(raw) => EventEnvelope { seq, event_id: r.get(1)?, at, kind: r.get(3)?, payload: raw },
+        let payload = match serde_json::from_str::<Box<RawValue>>(&payload) {
+            Ok(raw) => raw,
             Err(e) => {
                 // Never stall the stream on one row: the hub stores what it cannot read as it came.
                 tracing::warn!(seq, error = %e, "sync: outbox row whose payload is not JSON; sending it as a string");
-                let raw = serde_json::value::to_raw_value(&payload)?;
-                EventEnvelope { seq, event_id: r.get(1)?, at, kind: r.get(3)?, payload: raw }
+                serde_json::value::to_raw_value(&payload)?
             }
         };
-        out.push(envelope);
+        out.push(EventEnvelope { seq, event_id: r.get(1)?, at, kind: r.get(3)?, payload });
     }
     Ok(out)
 }

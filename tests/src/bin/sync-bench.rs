@@ -145,9 +145,7 @@ struct Args {
 }
 
 /// Runs of the per-event baseline, each with a publisher of its own; the fastest is
-/// reported. Its rate swings by up to 4x between runs on this 2-core machine (how the
-/// client's writes of small messages happen to coalesce), and a baseline is what the
-/// broker can do.
+/// reported (a baseline is what the broker can do; its rate varies from run to run).
 const SINGLE_ROUNDS: usize = 3;
 
 /// The figures of one hub.
@@ -211,6 +209,13 @@ async fn run(args: Args) -> Result<()> {
         built
     };
 
+    // The per-event baseline's messages, encoded once for every hub.
+    let singles = Arc::new(if args.no_ingest || args.no_baselines {
+        Vec::new()
+    } else {
+        single_event_batches(&args, site_batches.len())?
+    });
+
     // Before any hub runs, so that nothing else takes the core.
     let decoded = if args.no_ingest || args.no_baselines {
         None
@@ -242,7 +247,7 @@ async fn run(args: Args) -> Result<()> {
                 continue;
             }
         };
-        let result = run_hub(&args, &hub, &site_ids, &site_batches).await;
+        let result = run_hub(&args, &hub, &site_ids, &site_batches, &singles).await;
         hub.stop().await;
         match result {
             Ok(run) => runs.push(run),
@@ -274,7 +279,13 @@ fn fair_share(args: &Args) -> shared_model::sync::Window {
     }
 }
 
-async fn run_hub(args: &Args, hub: &Hub, site_ids: &[String], site_batches: &[Arc<Vec<Batch>>]) -> Result<HubRun> {
+async fn run_hub(
+    args: &Args,
+    hub: &Hub,
+    site_ids: &[String],
+    site_batches: &[Arc<Vec<Batch>>],
+    singles: &Arc<Vec<Batch>>,
+) -> Result<HubRun> {
     let timeout = Duration::from_secs(args.timeout_s);
     let ack_timeout = Duration::from_secs(args.ack_timeout_s);
     let mut out = HubRun {
@@ -316,7 +327,6 @@ async fn run_hub(args: &Args, hub: &Hub, site_ids: &[String], site_batches: &[Ar
         out.raw_fan_in = Some(load::raw_fan_in(hub, &sites, rounds, plan).await?);
 
         eprintln!("baseline: raw broker, one event per message, 1 publisher -> 1 subscriber (best of {SINGLE_ROUNDS})");
-        let singles = Arc::new(single_event_batches(args, site_batches.len())?);
         for creds in hub.add_sites("raw-single", SINGLE_ROUNDS).await? {
             let plan =
                 SendPlan { window: args.raw_window, grant: None, ack_timeout, deadline: Instant::now() + timeout };
